@@ -322,7 +322,7 @@ async fn data_moves_in_all_three_directions_without_loops_loss_or_duplicates() -
             "UPDATE orders SET facility_id = '{NYC}' WHERE facility_id = '{LA}'"
         ))
         .await
-    .expect_err("moving a row out of its filter must be refused");
+        .expect_err("moving a row out of its filter must be refused");
     assert!(
         e.as_db_error().unwrap().message().contains("never change"),
         "{e:?}"
