@@ -120,6 +120,7 @@ pub fn default_groups() -> Vec<TableGroup> {
                 "production_logs",
                 "quality_inspections",
                 "inventory_levels",
+                "edge_heartbeats",
             ]),
             filter: FilterScope::Facility,
             publishers: vec![NodeKind::Edge],

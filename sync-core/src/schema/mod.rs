@@ -9,11 +9,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "sync schema: master, operational and global tables, ownership guard",
-    sql: include_str!("0001_sync_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "sync schema: master, operational and global tables, ownership guard",
+        sql: include_str!("0001_sync_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "edge heartbeats and the conflict log",
+        sql: include_str!("0002_heartbeats_and_conflicts.sql"),
+    },
+];
 
 /// The schema version this build ships.
 pub fn latest_version() -> i32 {
