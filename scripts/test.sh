@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+# Tests run the binaries as real processes.
+cargo build --workspace --bins
 export AGOG_PG_BIN="$(bash scripts/setup.sh 2>/dev/null | tail -n 1)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

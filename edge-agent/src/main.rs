@@ -1,62 +1,145 @@
-//! edge-agent: the AGOG edge box daemon and support CLI.
+//! edge-agent: the AGOG edge box daemon and its support CLI.
 //!
-//! This build carries the reconciler commands; the daemon (`run`), `/health`, `status` and
-//! `doctor` follow (see ARCHITECTURE.md).
+//! Exit codes: 0 success; 1 a check failed, the agent is not healthy, or an operation failed;
+//! 2 bad usage or a bad config file.
+
+mod config;
+mod daemon;
+mod disk;
+mod doctor;
+mod health_server;
+mod postgres;
+mod probes;
+mod state;
+mod status;
+mod topology;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sync_core::cli::{load_spec, plan_or_apply};
-use sync_core::NodeName;
+use config::EdgeConfig;
 
 #[derive(Parser)]
-#[command(name = "edge-agent", version, about = "AGOG edge sync agent")]
+#[command(
+    name = "edge-agent",
+    version,
+    about = "AGOG edge sync agent: keeps this facility's PostgreSQL in sync with its region"
+)]
 struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "AGOG_EDGE_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the SQL that would bring this node to the spec; changes nothing.
-    Plan {
+    /// Run the daemon: PostgreSQL, reconcile, heartbeats, /health (what systemd starts).
+    Run,
+    /// What the running agent reports (exit 1 unless healthy).
+    Status {
         #[arg(long)]
-        spec: PathBuf,
-        /// This box's node name in the spec.
-        #[arg(long)]
-        node: NodeName,
+        json: bool,
     },
-    /// Bring this node to the spec (idempotent).
-    Apply {
+    /// Check PostgreSQL, subscriptions, slots, disk, the upstream and the clock; each failure
+    /// with its fix (exit 1 when any check fails).
+    Doctor {
         #[arg(long)]
-        spec: PathBuf,
-        #[arg(long)]
-        node: NodeName,
+        json: bool,
     },
+    /// Show the SQL the next reconcile would run; changes nothing.
+    Plan,
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Started by systemd: log to the journal with structured fields; otherwise to stderr.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald)
+                .init();
+            return;
+        }
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    let (spec, node, apply) = match cli.command {
-        Command::Plan { spec, node } => (spec, node, false),
-        Command::Apply { spec, node } => (spec, node, true),
-    };
-    let topo = match load_spec(&spec) {
-        Ok(t) => t,
+    init_logging();
+    let cfg = match EdgeConfig::load(&cli.config) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
-    if plan_or_apply(&topo, &[node], apply).await {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    match cli.command {
+        Command::Run => match daemon::run(cfg).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "agent stopped");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { json } => match status::fetch(&cfg).await {
+            Ok(r) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                } else {
+                    print!("{}", status::render(&r));
+                }
+                if r.status == sync_core::health::Status::Healthy {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}\n  fix: systemctl status agog-edge-agent; edge-agent doctor");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Doctor { json } => {
+            let checks = doctor::run(&cfg).await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&checks).unwrap_or_default()
+                );
+            } else {
+                print!("{}", doctor::render(&checks));
+            }
+            if checks.iter().any(|c| c.outcome == doctor::Outcome::Fail) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Plan => {
+            let topo = match topology::edge_topology(&cfg) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let node = cfg.node_name().expect("validated at load");
+            if sync_core::cli::plan_or_apply(&topo, &[node], false).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod connect;
 pub mod desired;
+pub mod health;
 pub mod ids;
 pub mod plan;
 pub mod reconcile;

@@ -66,7 +66,7 @@ fn run_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn pg_user() -> String {
+pub fn pg_user() -> String {
     std::env::var("AGOG_PG_USER").unwrap_or_else(|_| "agogpg".into())
 }
 
@@ -238,7 +238,7 @@ fn fnv(s: &str) -> u32 {
     })
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -259,6 +259,18 @@ fn start_postgres(dir: &Path, port: u16) -> Result<()> {
     Ok(())
 }
 
+/// A fresh directory under the harness base, owned by the cluster user, reaped with the
+/// clusters if this process dies without cleaning up.
+pub fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = base_dir()?.join(format!("{}-{}-{n}", std::process::id(), name));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("owner.pid"), std::process::id().to_string())?;
+    chown_to_pg_user(&dir)?;
+    Ok(dir)
+}
+
 /// A throwaway PostgreSQL 16 cluster with an `agog` database, stopped and deleted on drop.
 pub struct Cluster {
     pub name: String,
@@ -275,10 +287,7 @@ impl Cluster {
     /// Start a new cluster with extra `postgresql.conf` settings.
     pub fn start_with(name: &str, settings: &[(&str, &str)]) -> Result<Cluster> {
         let tpl = template()?;
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = base_dir()?.join(format!("{}-{}-{n}", std::process::id(), name));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir)?;
+        let dir = scratch_dir(name)?;
         check(
             Command::new("cp")
                 .arg("-a")
@@ -287,7 +296,6 @@ impl Cluster {
                 .output()?,
             "copy template",
         )?;
-        fs::write(dir.join("owner.pid"), std::process::id().to_string())?;
         if !settings.is_empty() {
             let conf = dir.join("data/postgresql.conf");
             let mut text = fs::read_to_string(&conf)?;

@@ -5,7 +5,9 @@
 //! Binaries come from `scripts/setup.sh` (the pgserver wheel: PostgreSQL 16.2 + pgvector),
 //! or from `AGOG_PG_BIN`.
 
+pub mod bin_path;
 pub mod cluster;
+pub mod edge_box;
 pub mod fleet;
 pub mod wait;
 

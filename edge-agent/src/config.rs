@@ -1,0 +1,235 @@
+//! `/etc/agog/edge.toml`: every setting, its default, and a clear error (file, line, key) for a
+//! bad one.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sync_core::{FacilityId, NodeName, RegionId, TenantId};
+
+pub const DEFAULT_PATH: &str = "/etc/agog/edge.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// This box's facility: `facility-la-001`.
+    pub facility: FacilityId,
+    pub tenant: TenantId,
+    pub region: RegionId,
+    /// Node name in the topology; default: the facility id (when it fits in 24 characters).
+    pub node: Option<NodeName>,
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    /// The regional side, until enrollment provides it.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresMode {
+    /// The agent runs initdb, writes the settings and supervises the server.
+    Managed,
+    /// The server is run by the system (e.g. Debian's postgresql@16-main); the agent connects.
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Default `managed`.
+    pub mode: PostgresMode,
+    /// Default `/usr/lib/postgresql/16/bin`.
+    pub bin_dir: PathBuf,
+    /// Default `/var/lib/agog/pgdata`.
+    pub data_dir: PathBuf,
+    /// The OS user the server runs as when the agent runs as root. Default `postgres`.
+    pub os_user: String,
+    /// Default 5432.
+    pub port: u16,
+    /// Addresses the server listens on, besides the tunnel address. Default `["127.0.0.1"]`.
+    pub listen_addresses: Vec<String>,
+    /// Unix socket directory, private to root and the server user. Default `/run/agog-pg`.
+    pub socket_dir: PathBuf,
+    /// Default `agog`.
+    pub database: String,
+    /// Default `postgres`.
+    pub superuser: String,
+    /// `max_slot_wal_keep_size` in MB; 0 derives it from the disk (a fifth of the
+    /// filesystem, between 256 MB and 32 GB). Default 0.
+    pub wal_keep_mb: u64,
+    /// Extra `postgresql.conf` settings, e.g. `{ shared_buffers = "256MB" }`.
+    pub settings: BTreeMap<String, String>,
+    /// External mode: how to reach the server, libpq form. Default: the socket above.
+    pub conninfo: Option<String>,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            mode: PostgresMode::Managed,
+            bin_dir: "/usr/lib/postgresql/16/bin".into(),
+            data_dir: "/var/lib/agog/pgdata".into(),
+            os_user: "postgres".into(),
+            port: 5432,
+            listen_addresses: vec!["127.0.0.1".into()],
+            socket_dir: "/run/agog-pg".into(),
+            database: "agog".into(),
+            superuser: "postgres".into(),
+            wal_keep_mb: 0,
+            settings: BTreeMap::new(),
+            conninfo: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Default `0.0.0.0:4010`.
+    pub listen: SocketAddr,
+    /// How often the probes behind `/health` run. Default 5 s.
+    pub probe_interval_secs: u64,
+    /// Statement timeout of each probe query. Default 2000 ms.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            listen: "0.0.0.0:4010".parse().unwrap(),
+            probe_interval_secs: 5,
+            probe_timeout_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Default 30 s.
+    pub interval_secs: u64,
+    /// Heartbeat row period. Default 5 s.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval_secs: 30,
+            heartbeat_secs: 5,
+        }
+    }
+}
+
+/// The regional side of this edge: who subscribes to it and whom it subscribes to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The regional node that subscribes to this edge's operational data.
+    pub regional_node: NodeName,
+    /// The only address the replication role may connect from (the hub/regional, via the tunnel).
+    pub regional_address: String,
+    /// The node publishing master data to this edge (the regional itself in the shared layout).
+    pub master_node: NodeName,
+    /// How to reach it (libpq form, with the credentials the hub handed out).
+    pub master_conninfo: String,
+    /// The role the regional logs in with to subscribe. Default `agog_replication`.
+    #[serde(default = "default_replication_role")]
+    pub replication_role: String,
+    /// Its password (written by enrollment; 0600).
+    pub replication_password_file: PathBuf,
+}
+
+fn default_replication_role() -> String {
+    "agog_replication".into()
+}
+
+impl EdgeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: EdgeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.node_name()?;
+        if let Some(u) = &cfg.upstream {
+            u.master_conninfo
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("upstream.master_conninfo is invalid: {e}"))?;
+            if !u
+                .replication_role
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(
+                    "upstream.replication_role: lowercase letters, digits and _ only".into(),
+                );
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn node_name(&self) -> Result<NodeName, String> {
+        match &self.node {
+            Some(n) => Ok(n.clone()),
+            None => NodeName::parse(self.facility.as_str()).map_err(|e| {
+                format!("set `node` (the facility id does not make a node name: {e})")
+            }),
+        }
+    }
+
+    /// How the agent reaches its own database.
+    pub fn local_conninfo(&self) -> String {
+        match &self.postgres.conninfo {
+            Some(c) => c.clone(),
+            None => format!(
+                "host={} port={} dbname={} user={}",
+                self.postgres.socket_dir.display(),
+                self.postgres.port,
+                self.postgres.database,
+                self.postgres.superuser
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str =
+        "facility = \"facility-la-001\"\ntenant = \"tenant-foo-inc\"\nregion = \"us-east\"\n";
+
+    #[test]
+    fn defaults() {
+        let c = EdgeConfig::parse(MIN).unwrap();
+        assert_eq!(c.postgres.port, 5432);
+        assert_eq!(c.health.listen.port(), 4010);
+        assert_eq!(c.reconcile.interval_secs, 30);
+        assert_eq!(c.node_name().unwrap().as_str(), "facility-la-001");
+        assert_eq!(
+            c.local_conninfo(),
+            "host=/run/agog-pg port=5432 dbname=agog user=postgres"
+        );
+    }
+
+    #[test]
+    fn a_wrong_key_names_the_key_and_the_line() {
+        let e = EdgeConfig::parse(&format!("{MIN}[postgres]\nprot = 5433\n")).unwrap_err();
+        assert!(e.contains("unknown field `prot`"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_facility_is_refused() {
+        let e = EdgeConfig::parse(&MIN.replace("facility-la-001", "LA 1")).unwrap_err();
+        assert!(e.contains("invalid facility id"), "{e}");
+    }
+}

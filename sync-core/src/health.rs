@@ -1,0 +1,98 @@
+//! The `/health` payload of the edge agent: written by the agent, read by the hub's monitor
+//! and by `edge-agent status`. The hub's check is "HTTP 200 and `status == "healthy"`".
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub status: Status,
+    /// Why the status is not healthy, one line each, worst first.
+    pub reasons: Vec<String>,
+    pub facility_id: String,
+    pub node: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// When the probe behind this report ran (RFC 3339).
+    pub checked_at: String,
+    pub schema_version: Option<i32>,
+    pub postgres: PostgresHealth,
+    pub replication: ReplicationHealth,
+    pub reconcile: ReconcileHealth,
+    pub tunnel: Option<TunnelHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresHealth {
+    pub up: bool,
+    pub version: Option<String>,
+    pub disk_free_bytes: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
+    /// Times the agent restarted a crashed server since it started.
+    pub restarts: u32,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationHealth {
+    /// `max_slot_wal_keep_size` in bytes (`None`: unbounded).
+    pub wal_keep_limit_bytes: Option<i64>,
+    pub slots: Vec<SlotHealth>,
+    pub subscriptions: Vec<SubscriptionHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotHealth {
+    pub name: String,
+    pub active: bool,
+    pub retained_bytes: Option<i64>,
+    /// reserved | extended | unreserved | lost
+    pub wal_status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionHealth {
+    pub name: String,
+    pub enabled: bool,
+    pub worker_running: bool,
+    /// When the last message (data or keepalive) from the publisher arrived (RFC 3339).
+    pub last_message_at: Option<String>,
+    pub last_message_age_seconds: Option<f64>,
+    pub apply_errors: i64,
+    pub sync_errors: i64,
+    /// Bytes received but not yet applied and flushed.
+    pub lag_bytes: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileHealth {
+    pub last_run_at: Option<String>,
+    pub ok: bool,
+    pub steps_applied: usize,
+    pub blocked: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TunnelHealth {
+    pub kind: String,
+    pub up: bool,
+    pub last_handshake_at: Option<String>,
+}

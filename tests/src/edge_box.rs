@@ -1,0 +1,265 @@
+//! An edge box on this machine: the real `edge-agent` binary as a process, with its own
+//! PostgreSQL data directory (empty at first), config, port and `/health` address.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::{bin_path, cluster, wait_until};
+
+pub struct EdgeBox {
+    pub name: String,
+    pub dir: PathBuf,
+    pub pg_port: u16,
+    pub health_port: u16,
+    pub replication_role: String,
+    pub replication_password: String,
+    child: Option<Child>,
+}
+
+pub struct EdgeBoxConfig<'a> {
+    pub node: &'a str,
+    pub facility: &'a str,
+    pub tenant: &'a str,
+    pub region: &'a str,
+    pub regional_node: &'a str,
+    pub master_node: &'a str,
+    pub master_conninfo: String,
+    pub reconcile_secs: u64,
+}
+
+impl EdgeBox {
+    /// Write the config; nothing runs yet.
+    pub fn new(c: &EdgeBoxConfig) -> Result<EdgeBox> {
+        let dir = cluster::scratch_dir(&format!("box-{}", c.node))?;
+        let pg_port = cluster::free_port()?;
+        let health_port = cluster::free_port()?;
+        let replication_role = "agog_replication".to_string();
+        let replication_password = format!("pw-{}-{}", c.node, std::process::id());
+        let pw_file = dir.join("replication.password");
+        fs::write(&pw_file, &replication_password)?;
+        fs::set_permissions(&pw_file, fs::Permissions::from_mode(0o600))?;
+        let root = unsafe { libc::geteuid() } == 0;
+        let os_user = if root {
+            cluster::pg_user()
+        } else {
+            std::env::var("USER").unwrap_or_default()
+        };
+        let config = format!(
+            r#"facility = "{facility}"
+tenant = "{tenant}"
+region = "{region}"
+node = "{node}"
+
+[postgres]
+bin_dir = "{bin}"
+data_dir = "{dir}/pgdata"
+socket_dir = "{dir}/sock"
+os_user = "{os_user}"
+port = {pg_port}
+wal_keep_mb = 64
+settings = {{ fsync = "off", full_page_writes = "off", shared_buffers = "32MB" }}
+
+[health]
+listen = "127.0.0.1:{health_port}"
+probe_interval_secs = 1
+probe_timeout_ms = 1000
+
+[reconcile]
+interval_secs = {reconcile}
+heartbeat_secs = 1
+
+[upstream]
+regional_node = "{regional}"
+regional_address = "127.0.0.1"
+master_node = "{master}"
+master_conninfo = "{master_conninfo}"
+replication_password_file = "{pw}"
+"#,
+            facility = c.facility,
+            tenant = c.tenant,
+            region = c.region,
+            node = c.node,
+            bin = cluster::pg_bin().display(),
+            dir = dir.display(),
+            regional = c.regional_node,
+            master = c.master_node,
+            master_conninfo = c.master_conninfo,
+            reconcile = c.reconcile_secs,
+            pw = pw_file.display(),
+        );
+        fs::write(dir.join("edge.toml"), config)?;
+        Ok(EdgeBox {
+            name: c.node.to_string(),
+            dir,
+            pg_port,
+            health_port,
+            replication_role,
+            replication_password,
+            child: None,
+        })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("edge.toml")
+    }
+
+    /// Start `edge-agent run`; its log goes to `agent.log` in the box directory.
+    pub fn start(&mut self) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))?;
+        let child = Command::new(bin_path::binary("edge-agent"))
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start edge-agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL the agent (its PostgreSQL keeps running, as after a real crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the agent stops its PostgreSQL.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            for _ in 0..300 {
+                if c.try_wait()?.is_some() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            anyhow::bail!("edge-agent did not stop within 30 s");
+        }
+        Ok(())
+    }
+
+    /// Run a CLI command of the agent against this box's config; (exit code, stdout).
+    pub fn cli(&self, args: &[&str]) -> Result<(i32, String)> {
+        let out = Command::new(bin_path::binary("edge-agent"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The PostgreSQL server's pid, from its postmaster.pid.
+    pub fn postgres_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.dir.join("pgdata/postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Superuser connection over the private socket (root reaches it; so does the server user).
+    pub fn superuser_conninfo(&self) -> String {
+        format!(
+            "host={}/sock port={} dbname=agog user=postgres",
+            self.dir.display(),
+            self.pg_port
+        )
+    }
+
+    /// What the regional uses to subscribe: the replication role over TCP.
+    pub fn replication_conninfo(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=agog user={} password={}",
+            self.pg_port, self.replication_role, self.replication_password
+        )
+    }
+
+    pub async fn client(&self) -> Result<tokio_postgres::Client> {
+        sync_core::connect(&self.superuser_conninfo())
+            .await
+            .with_context(|| format!("connect to edge {}", self.name))
+    }
+
+    pub fn health_url(&self) -> String {
+        format!("http://127.0.0.1:{}/health", self.health_port)
+    }
+
+    /// GET /health: (HTTP status, JSON body).
+    pub async fn health(&self) -> Result<(u16, serde_json::Value)> {
+        let resp = reqwest::Client::new()
+            .get(self.health_url())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?;
+        let code = resp.status().as_u16();
+        Ok((code, resp.json().await?))
+    }
+
+    /// Wait until /health has the given status string.
+    pub async fn wait_status(&self, want: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let last = std::cell::RefCell::new(String::new());
+        let r = wait_until(
+            &format!("{} /health {want}", self.name),
+            timeout,
+            || async {
+                let (_, body) = self.health().await?;
+                *last.borrow_mut() = body.to_string();
+                Ok((body["status"] == want).then_some(body))
+            },
+        )
+        .await;
+        r.map_err(|e| {
+            e.context(format!(
+                "last /health: {}\n--- agent log (tail) ---\n{}",
+                last.borrow(),
+                tail(&self.log(), 40)
+            ))
+        })
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for EdgeBox {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        // A server orphaned by a killed agent.
+        if let Some(pid) = self.postgres_pid() {
+            unsafe { libc::kill(pid, libc::SIGQUIT) };
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
