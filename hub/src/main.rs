@@ -39,7 +39,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let (spec, nodes, apply) = match cli.command {
         Command::Plan { spec, nodes } => (spec, nodes, false),
@@ -52,5 +55,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if plan_or_apply(&topo, &nodes, apply).await { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if plan_or_apply(&topo, &nodes, apply).await {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
