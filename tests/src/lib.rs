@@ -11,3 +11,7 @@ pub mod wait;
 
 pub use cluster::{pg_bin, Cluster};
 pub use wait::wait_until;
+
+/// Local receivers that stand in for the alert vendors (PagerDuty, Slack, Teams, Twilio,
+/// SMTP) in the hub's notify tests.
+pub mod receivers;
