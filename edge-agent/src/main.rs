@@ -77,6 +77,8 @@ fn init_logging() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // One TLS provider for the whole process: ring (static musl builds; no aws-lc).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = match EdgeConfig::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {

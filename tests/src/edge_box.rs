@@ -215,7 +215,7 @@ replication_password_file = "{pw}"
 
     /// GET /health: (HTTP status, JSON body).
     pub async fn health(&self) -> Result<(u16, serde_json::Value)> {
-        let resp = reqwest::Client::new()
+        let resp = crate::http_client()
             .get(self.health_url())
             .timeout(Duration::from_secs(2))
             .send()

@@ -13,3 +13,14 @@ pub mod wait;
 
 pub use cluster::{pg_bin, Cluster};
 pub use wait::wait_until;
+
+/// Local receivers that stand in for the alert vendors (PagerDuty, Slack, Teams, Twilio,
+/// SMTP) in the hub's notify tests.
+pub mod receivers;
+
+/// An HTTP client for tests. The workspace builds reqwest with rustls and no bundled crypto
+/// provider (ring is installed per process, for static builds), so install it first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

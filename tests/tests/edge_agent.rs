@@ -115,7 +115,10 @@ async fn boots_from_a_bare_disk_to_a_healthy_synced_edge_and_heals() -> anyhow::
     // Once the regional's initial copy is done its apply worker holds the slot.
     let h = wait_until("the regional streams from the edge's slot", T, || async {
         let (_, h) = edge.health().await?;
-        Ok((h["status"] == "healthy" && h["replication"]["slots"][0]["active"] == true).then_some(h))
+        Ok(
+            (h["status"] == "healthy" && h["replication"]["slots"][0]["active"] == true)
+                .then_some(h),
+        )
     })
     .await?;
     let (code, _) = edge.health().await?;
