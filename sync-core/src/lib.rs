@@ -8,6 +8,7 @@ pub mod connect;
 pub mod desired;
 pub mod health;
 pub mod ids;
+pub mod migrate;
 pub mod plan;
 pub mod reconcile;
 pub mod schema;

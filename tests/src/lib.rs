@@ -9,6 +9,8 @@ pub mod bin_path;
 pub mod cluster;
 pub mod edge_box;
 pub mod fleet;
+pub mod health_endpoint;
+pub mod hub_process;
 pub mod wait;
 
 pub use cluster::{pg_bin, Cluster};

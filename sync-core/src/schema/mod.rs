@@ -2,12 +2,8 @@
 
 use tokio_postgres::{Client, GenericClient};
 
-/// One numbered migration. Migrations are append-only: a shipped one is never edited.
-pub struct Migration {
-    pub version: i32,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
+pub use crate::migrate::Migration;
+use crate::migrate::MigrationSet;
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -22,93 +18,38 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+pub const SYNC: MigrationSet = MigrationSet {
+    schema: "agog_sync",
+    migrations: MIGRATIONS,
+};
+
 /// The schema version this build ships.
 pub fn latest_version() -> i32 {
-    MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
+    SYNC.latest()
 }
 
 /// Lock key shared by every process that migrates or reconciles a node, so two of them (the
 /// agent's loop and a support engineer's `apply`, or two hub replicas) never interleave.
 pub const RECONCILE_LOCK_KEY: i64 = 0x4147_4f47_5359_4e43; // "AGOGSYNC"
 
-const BOOTSTRAP: &str = "
-CREATE SCHEMA IF NOT EXISTS agog_sync;
-CREATE TABLE IF NOT EXISTS agog_sync.schema_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
--- Peers read the version before they subscribe, with their replication role.
-GRANT USAGE ON SCHEMA agog_sync TO PUBLIC;
-GRANT SELECT ON agog_sync.schema_migrations TO PUBLIC;
-";
-
 /// The node's schema version, `None` when the sync schema was never installed.
 pub async fn current_version(
     client: &impl GenericClient,
 ) -> Result<Option<i32>, tokio_postgres::Error> {
-    let installed: bool = client
-        .query_one(
-            "SELECT to_regclass('agog_sync.schema_migrations') IS NOT NULL",
-            &[],
-        )
-        .await?
-        .get(0);
-    if !installed {
-        return Ok(None);
-    }
-    let row = client
-        .query_one("SELECT max(version) FROM agog_sync.schema_migrations", &[])
-        .await?;
-    Ok(row.get(0))
+    SYNC.current_version(client).await
 }
 
 /// Versions not yet applied on this node.
 pub fn pending(current: Option<i32>) -> impl Iterator<Item = &'static Migration> {
-    let cur = current.unwrap_or(0);
-    MIGRATIONS.iter().filter(move |m| m.version > cur)
+    SYNC.pending(current)
 }
 
-/// Apply one migration in its own transaction, recording it. Re-checks under the lock, so two
-/// processes racing to migrate apply it once.
+/// Apply one sync-schema migration in its own transaction, recording it.
 pub async fn apply_migration(
     client: &mut Client,
     m: &Migration,
 ) -> Result<bool, tokio_postgres::Error> {
-    client
-        .batch_execute(BOOTSTRAP)
-        .await
-        .or_else(ignore_concurrent_bootstrap)?;
-    let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RECONCILE_LOCK_KEY])
-        .await?;
-    let done: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM agog_sync.schema_migrations WHERE version = $1)",
-            &[&m.version],
-        )
-        .await?
-        .get(0);
-    if done {
-        return Ok(false);
-    }
-    tx.batch_execute(m.sql).await?;
-    tx.execute(
-        "INSERT INTO agog_sync.schema_migrations (version, name) VALUES ($1, $2)",
-        &[&m.version, &m.name],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// `CREATE ... IF NOT EXISTS` can still fail with a unique violation when two sessions run it
-/// at the same moment; the other session created it, which is what we wanted.
-fn ignore_concurrent_bootstrap(e: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
-    match e.code() {
-        Some(c) if *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => Ok(()),
-        _ => Err(e),
-    }
+    SYNC.apply(client, m).await
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

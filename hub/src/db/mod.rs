@@ -1,0 +1,31 @@
+//! The hub's state schema (`agog_hub`, in the regional database) and connections to it.
+
+use sync_core::migrate::{Migration, MigrationSet};
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "edges, incidents and the alert outbox",
+    sql: include_str!("0001_hub_state.sql"),
+}];
+
+pub const HUB: MigrationSet = MigrationSet {
+    schema: "agog_hub",
+    migrations: MIGRATIONS,
+};
+
+/// Connect to the regional database and bring the hub schema up to date.
+pub async fn connect_and_migrate(conninfo: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let mut client = sync_core::connect(conninfo).await.map_err(|e| {
+        anyhow::anyhow!(
+            "connect to the regional database: {}",
+            sync_core::apply::describe(&e)
+        )
+    })?;
+    let applied = HUB.migrate(&mut client).await.map_err(|e| {
+        anyhow::anyhow!("migrate the hub schema: {}", sync_core::apply::describe(&e))
+    })?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "hub schema migrated");
+    }
+    Ok(client)
+}

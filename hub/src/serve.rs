@@ -1,0 +1,63 @@
+//! `hub serve`: the monitor and the alert outbox of one replica, until SIGTERM.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::HubConfig;
+use crate::monitor::outbox::Outbox;
+use crate::monitor::Monitor;
+use crate::notify::Channel;
+
+pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
+    let mut channels = HashMap::new();
+    for c in &cfg.alerts.channels {
+        let ch =
+            Channel::new(c.channel.clone()).with_context(|| format!("alert channel {}", c.name))?;
+        channels.insert(c.name.clone(), ch);
+    }
+    let monitor_db = crate::db::connect_and_migrate(&cfg.database).await?;
+    let outbox_db = crate::db::connect_and_migrate(&cfg.database).await?;
+    let monitor = Arc::new(Monitor::new(&cfg));
+    let outbox = Outbox {
+        replica: cfg.replica_id(),
+        channels,
+    };
+    tracing::info!(replica = %monitor.replica, region = %cfg.region, "hub serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tick = Duration::from_millis(cfg.monitor.tick_ms.max(50));
+    let m = tokio::spawn(monitor.clone().run(monitor_db, tick, stop_rx.clone()));
+    let mut stop = stop_rx.clone();
+    let o = tokio::spawn(async move {
+        loop {
+            if let Err(e) = outbox.dispatch(&outbox_db).await {
+                tracing::warn!(error = %format!("{e:#}"), "alert dispatch failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = m.await;
+    let _ = o.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
