@@ -188,6 +188,15 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
     // 5. Subscriptions wanted.
     for (name, want) in &desired.subscriptions {
         match actual.subscriptions.get(name) {
+            Some(have) if slot_gone(want, peers) => resync_subscription(
+                name,
+                want,
+                have,
+                own_version,
+                peers,
+                &mut steps,
+                &mut blocked,
+            ),
             Some(have) => alter_subscription(name, want, have, &mut steps, &mut blocked),
             None => create_subscription(name, want, own_version, peers, &mut steps, &mut blocked),
         }
@@ -360,6 +369,59 @@ fn alter_subscription(
             action: Action::Sql(format!("ALTER SUBSCRIPTION {} ENABLE", ident(name))),
         });
     }
+}
+
+/// The publisher is reachable and the subscription's slot there is lost (its WAL was removed
+/// past `max_slot_wal_keep_size`) or gone: streaming can never resume from it.
+fn slot_gone(want: &DesiredSubscription, peers: &PeerViews) -> bool {
+    match peers.get(&want.flow.from) {
+        Some(Ok(peer)) => match peer.slots.get(&want.flow.slot) {
+            Some(slot) => slot.wal_status.as_deref() == Some("lost"),
+            None => true,
+        },
+        _ => false,
+    }
+}
+
+/// Start the subscription over from a fresh slot and a full copy. The copy merges into the rows
+/// already here (the apply-upsert triggers of schema v3 let the publisher's version replace an
+/// existing row instead of failing), so nothing is duplicated and every row the publisher
+/// still has arrives, including those written while the slot was lost.
+fn resync_subscription(
+    name: &str,
+    want: &DesiredSubscription,
+    have: &SubscriptionState,
+    own_version: Option<i32>,
+    peers: &PeerViews,
+    steps: &mut Vec<Step>,
+    blocked: &mut Vec<Blocked>,
+) {
+    let publisher = &want.flow.from;
+    let why = format!(
+        "slot {} on {publisher} lost its WAL: resync {name} by a merging full copy",
+        want.flow.slot
+    );
+    if have.enabled {
+        steps.push(Step {
+            why: why.clone(),
+            action: Action::Sql(format!("ALTER SUBSCRIPTION {} DISABLE", ident(name))),
+        });
+    }
+    if have.slot_name.is_some() {
+        steps.push(Step {
+            why: format!("detach {name} from the lost slot"),
+            action: Action::Sql(format!(
+                "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
+                ident(name)
+            )),
+        });
+    }
+    steps.push(Step {
+        why: format!("drop {name}; it is recreated below"),
+        action: Action::Sql(format!("DROP SUBSCRIPTION {}", ident(name))),
+    });
+    // create_subscription drops the old slot on the publisher first (it is inactive).
+    create_subscription(name, want, own_version, peers, steps, blocked);
 }
 
 fn create_subscription(

@@ -362,6 +362,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the server log of a failed test for the post-mortem.
+            let keep = PathBuf::from("/tmp/agog-failed");
+            let _ = fs::create_dir_all(&keep);
+            let _ = fs::copy(
+                self.dir.join("postgres.log"),
+                keep.join(format!("{}-{}.log", self.name, self.port)),
+            );
+        }
         let _ = pg_command("pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))

@@ -108,6 +108,14 @@ replication_password_file = "{pw}"
         self.dir.join("edge.toml")
     }
 
+    /// Change a line of the written config before the agent starts (e.g. a smaller WAL bound).
+    pub fn edit_config(&self, from: &str, to: &str) -> Result<()> {
+        let text = fs::read_to_string(self.config_path())?;
+        anyhow::ensure!(text.contains(from), "config has no {from:?}");
+        fs::write(self.config_path(), text.replace(from, to))?;
+        Ok(())
+    }
+
     /// Start `edge-agent run`; its log goes to `agent.log` in the box directory.
     pub fn start(&mut self) -> Result<()> {
         let log = fs::OpenOptions::new()

@@ -157,3 +157,60 @@ pub async fn exec(c: &Client, sql: &str) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{}\n  in: {}", sync_core::apply::describe(&e), sql.trim()))
 }
+
+/// The regional side of one edge, as the hub drives it: us-east subscribes to the edge (through
+/// the edge's replication role), us-east-master publishes the edge tenant's master data.
+pub fn regional_side(
+    us: &Cluster,
+    usm: &Cluster,
+    edge: &str,
+    facility: &str,
+    tenant: &str,
+    edge_conninfo: String,
+) -> sync_core::Topology {
+    use sync_core::spec::{default_groups, FlowSpec, NodeKind, NodeSpec};
+    let n = |s: &str| sync_core::NodeName::parse(s).expect("node name");
+    let node =
+        |name: &str, kind, facility: Option<&str>, tenant: Option<&str>, admin: String| NodeSpec {
+            name: n(name),
+            kind,
+            region: "us-east".parse().expect("region"),
+            facility: facility.map(|f| f.parse().expect("facility")),
+            tenant: tenant.map(|t| t.parse().expect("tenant")),
+            admin,
+            replication: None,
+        };
+    sync_core::Topology::build(
+        default_groups(),
+        vec![
+            node("us-east", NodeKind::Regional, None, None, us.conninfo()),
+            node(
+                "us-east-master",
+                NodeKind::Master,
+                None,
+                None,
+                usm.conninfo(),
+            ),
+            node(
+                edge,
+                NodeKind::Edge,
+                Some(facility),
+                Some(tenant),
+                edge_conninfo,
+            ),
+        ],
+        vec![
+            FlowSpec {
+                from: n(edge),
+                to: n("us-east"),
+                group: "operational".into(),
+            },
+            FlowSpec {
+                from: n("us-east-master"),
+                to: n(edge),
+                group: "master".into(),
+            },
+        ],
+    )
+    .expect("regional-side topology")
+}

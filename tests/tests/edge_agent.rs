@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use agog_tests::edge_box::{EdgeBox, EdgeBoxConfig};
-use agog_tests::fleet::{count, exec, wait_count};
+use agog_tests::fleet::{count, exec, regional_side, wait_count};
 use agog_tests::{wait_until, Cluster};
-use sync_core::spec::{FlowSpec, NodeKind, NodeSpec, Topology};
+use sync_core::Topology;
 use sync_core::{reconcile_node, NodeName};
 
 const LA: &str = "facility-la-001";
@@ -18,52 +18,8 @@ fn n(s: &str) -> NodeName {
     NodeName::parse(s).unwrap()
 }
 
-/// The regional side of the fleet, as the hub will drive it: us-east subscribes to the edge,
-/// us-east-master publishes tenant A's master data.
 fn regional_topology(us: &Cluster, usm: &Cluster, edge: &EdgeBox) -> Topology {
-    let node =
-        |name: &str, kind, facility: Option<&str>, tenant: Option<&str>, admin: String| NodeSpec {
-            name: n(name),
-            kind,
-            region: "us-east".parse().unwrap(),
-            facility: facility.map(|f| f.parse().unwrap()),
-            tenant: tenant.map(|t| t.parse().unwrap()),
-            admin,
-            replication: None,
-        };
-    Topology::build(
-        sync_core::spec::default_groups(),
-        vec![
-            node("us-east", NodeKind::Regional, None, None, us.conninfo()),
-            node(
-                "us-east-master",
-                NodeKind::Master,
-                None,
-                None,
-                usm.conninfo(),
-            ),
-            node(
-                &edge.name,
-                NodeKind::Edge,
-                Some(LA),
-                Some(A),
-                edge.replication_conninfo(),
-            ),
-        ],
-        vec![
-            FlowSpec {
-                from: n(&edge.name),
-                to: n("us-east"),
-                group: "operational".into(),
-            },
-            FlowSpec {
-                from: n("us-east-master"),
-                to: n(&edge.name),
-                group: "master".into(),
-            },
-        ],
-    )
-    .unwrap()
+    regional_side(us, usm, &edge.name, LA, A, edge.replication_conninfo())
 }
 
 fn edge_config(usm: &Cluster, reconcile_secs: u64) -> EdgeBoxConfig<'static> {

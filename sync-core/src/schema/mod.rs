@@ -16,6 +16,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "edge heartbeats and the conflict log",
         sql: include_str!("0002_heartbeats_and_conflicts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "replication apply merges: the publisher's row wins, the local one is logged",
+        sql: include_str!("0003_apply_upsert.sql"),
+    },
 ];
 
 pub const SYNC: MigrationSet = MigrationSet {
