@@ -6,7 +6,9 @@
 //! or from `AGOG_PG_BIN`.
 
 pub mod cluster;
+pub mod cpu;
 pub mod fleet;
+pub mod load;
 pub mod wait;
 
 pub use cluster::{pg_bin, Cluster};
