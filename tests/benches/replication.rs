@@ -840,16 +840,34 @@ fn report_layouts(cfg: &Config, shared: &[Window], separate: &[Window], md: &mut
     }
     // Extrapolations from the largest fleet measured.
     let _ = writeln!(md);
-    if let Some(w) = shared.iter().rev().find(|w| w.edges > 0) {
-        let per_edge = w.regional.selected / w.seconds / w.edges as f64;
-        if per_edge > 0.0 {
+    // A window counts as "kept up" when the ingest writer reached 95 % of its target.
+    let kept_up = |w: &&Window| w.ingest_per_s >= 0.95 * cfg.ingest_commits;
+    for w in shared.iter().filter(|w| w.edges > 0 && !kept_up(w)) {
+        let _ = writeln!(
+            md,
+            "Shared, {} edges: the regional did **not** sustain the ingest target \
+             ({:.0} of {} commits/s achieved; walsenders {:.0} % of a core, machine {:.2} cores busy).\n",
+            w.edges,
+            w.ingest_per_s,
+            cfg.ingest_commits,
+            pct(w.regional.selected, w.seconds),
+            w.machine_busy
+        );
+    }
+    if let Some(w) = shared.iter().rev().find(|w| w.edges > 0 && kept_up(w)) {
+        let commits = w.ingest_per_s + w.master_per_s;
+        let per_commit = w.regional.selected / w.seconds / w.edges as f64 / commits;
+        if per_commit > 0.0 {
             let _ = writeln!(
                 md,
-                "Shared, from {} edges: one core of walsender CPU is reached at ~{:.0} edges \
-                 at {:.0} ingest commits/s (1 / walsender CPU per edge; linear extrapolation).",
+                "Shared, from {} edges (the largest fleet that kept up): {:.1} µs of walsender \
+                 CPU per commit per edge, so the walsenders alone take one core at ~{:.0} edges \
+                 at {} ingest commits/s (linear extrapolation: 1 / (µs per commit per edge x \
+                 commits/s)).\n",
                 w.edges,
-                1.0 / per_edge,
-                w.ingest_per_s
+                per_commit * 1e6,
+                1.0 / (per_commit * (cfg.ingest_commits + cfg.master_commits)),
+                cfg.ingest_commits
             );
         }
     }
@@ -858,7 +876,7 @@ fn report_layouts(cfg: &Config, shared: &[Window], separate: &[Window], md: &mut
             let per_edge = m.selected / w.seconds / w.edges as f64;
             let _ = writeln!(
                 md,
-                "\nSeparate, from {} edges: 64 edges would take ~{:.1} % of a core in the master \
+                "Separate, from {} edges: 64 edges would take ~{:.1} % of a core in the master \
                  cluster's walsenders, ~{:.1} % for the whole master cluster (linear \
                  extrapolation).",
                 w.edges,
