@@ -322,10 +322,12 @@ impl Cluster {
         Err(last.unwrap()).with_context(|| format!("start cluster {name}"))
     }
 
-    /// libpq connection string of the `agog` database as the superuser.
+    /// libpq connection string of the `agog` database as the superuser. No `connect_timeout`:
+    /// subscriptions use it too, and a table-sync worker that times out connecting on a loaded
+    /// machine counts a sync error (our own clients get a 5 s default from sync_core::connect).
     pub fn conninfo(&self) -> String {
         format!(
-            "host=127.0.0.1 port={} dbname={DB} user=postgres connect_timeout=5",
+            "host=127.0.0.1 port={} dbname={DB} user=postgres",
             self.port
         )
     }

@@ -7,10 +7,12 @@
 
 pub mod bin_path;
 pub mod cluster;
+pub mod cpu;
 pub mod edge_box;
 pub mod fleet;
 pub mod health_endpoint;
 pub mod hub_process;
+pub mod load;
 pub mod wait;
 
 pub use cluster::{pg_bin, Cluster};
