@@ -53,6 +53,10 @@ impl HubProcess {
         Ok(())
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL, as a crashed machine would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -30,8 +30,10 @@ pub struct Monitor {
 impl Monitor {
     pub fn new(cfg: &HubConfig) -> Monitor {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // A fresh connection per check: one idle socket per edge would hold thousands of file
+        // descriptors, and a pooled connection to a half-dead peer hides that it is half dead.
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
+            .pool_max_idle_per_host(0)
             .build()
             .expect("HTTP client");
         Monitor {
