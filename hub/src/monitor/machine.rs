@@ -183,7 +183,10 @@ mod tests {
     #[test]
     fn offline_after_sixty_seconds_without_a_healthy_answer() {
         let (s, ev) = run(&[true, false]);
-        assert!(ev.is_empty(), "30 s without a healthy answer is not offline yet: {ev:?}");
+        assert!(
+            ev.is_empty(),
+            "30 s without a healthy answer is not offline yet: {ev:?}"
+        );
         assert_eq!(s.state, State::Online);
         let (s, ev) = run(&[true, false, false]);
         assert_eq!(ev, vec![(60, Event::Offline { since: t(0) })]);
