@@ -576,6 +576,72 @@ async fn bad_expired_revoked_foreign_and_injected_enrollments_are_refused_and_ch
     );
     assert_eq!(footprint(&us_c, &us_c).await?, (1, 1, 1, 1));
 
+    // An agent given a bad token reports the refusal clearly and does not hammer the hub.
+    let mut edge = EdgeBox::new_enrolling(&EnrollingBoxConfig {
+        node: "nyc",
+        facility: "facility-nyc-002",
+        tenant: A,
+        region: "us-east",
+        hub_url: format!("https://127.0.0.1:{api_port}"),
+        token: unknown.clone(),
+        ca_cert: p.ca_cert.clone(),
+        reconcile_secs: 2,
+    })?;
+    let (code, out) = edge.cli(&["enroll"])?;
+    assert_eq!(code, 1, "{out}");
+    edge.start()?;
+    wait_until("the agent reports the refusal", T, || async {
+        Ok(edge
+            .log()
+            .contains("the hub refused the enrollment")
+            .then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = edge.log();
+    assert_eq!(
+        log.matches("the hub refused the enrollment").count(),
+        1,
+        "a refusal is not retried at once:\n{log}"
+    );
+    assert!(log.contains("token_unknown"), "{log}");
+    assert!(log.contains("hub token create"), "the fix is named:\n{log}");
+    assert!(!edge.state_dir().join("enrollment.json").exists());
+    edge.stop()?;
+    assert_eq!(footprint(&us_c, &us_c).await?, (1, 1, 1, 1));
+
+    // The regional side runs on one replica at a time: while another session holds the lock,
+    // a pass does nothing.
+    let cfg = hub::config::HubConfig::parse(&hub_config(&us, None, api_port, &p))
+        .map_err(anyhow::Error::msg)?;
+    let holder = us.client().await?;
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&hub::regional::REGIONAL_LOCK_KEY],
+        )
+        .await?;
+    let pass = hub::regional::reconcile_once(&cfg).await?;
+    assert!(matches!(pass, hub::regional::Pass::NotLeader), "{pass:?}");
+    drop(holder);
+    // The topology the leader reconciles: the enrolled edge, in the shared layout.
+    let topo = hub::regional::topology(&cfg, &us_c).await?;
+    assert!(topo.nodes.contains_key(&sync_core::NodeName::parse(LA)?));
+    assert_eq!(
+        topo.flows
+            .iter()
+            .map(|f| (f.from.to_string(), f.to.to_string(), f.group.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                LA.to_string(),
+                "us-east".to_string(),
+                "operational".to_string()
+            ),
+            ("us-east".to_string(), LA.to_string(), "master".to_string()),
+        ]
+    );
+
     // The token list shows each state, never a token.
     let (code, out, _) = hub.cli(&["token", "list", "--json"])?;
     assert_eq!(code, 0);
