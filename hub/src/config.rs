@@ -65,11 +65,18 @@ pub struct MasterConfig {
 pub struct HubReconcileConfig {
     /// How often the regional side of replication is reconciled. Default 30 s.
     pub interval_secs: u64,
+    /// A topology spec (TOML, as for `hub apply`) with what enrollment does not know: the other
+    /// regions and the `global` flows between them. Merged with the enrolled edges; without it
+    /// the hub's reconcile would drop the regional's cross-region publications and subscriptions.
+    pub spec: Option<std::path::PathBuf>,
 }
 
 impl Default for HubReconcileConfig {
     fn default() -> Self {
-        HubReconcileConfig { interval_secs: 30 }
+        HubReconcileConfig {
+            interval_secs: 30,
+            spec: None,
+        }
     }
 }
 

@@ -17,8 +17,59 @@ use crate::config::HubConfig;
 /// lock key: `reconcile_node` takes that one on another session of the same database.
 pub const REGIONAL_LOCK_KEY: i64 = 0x4147_4f47_4855_4252;
 
-/// The region's topology: regional <- edge (operational), master -> edge (master).
-pub async fn topology(cfg: &HubConfig, db: &Client) -> anyhow::Result<Topology> {
+/// One enrolled edge as `agog_hub.edges` has it.
+#[derive(Debug, Clone)]
+pub struct EnrolledEdge {
+    pub facility: FacilityId,
+    pub node: NodeName,
+    pub tenant: TenantId,
+    pub replication_conninfo: String,
+}
+
+/// Enrolled edges (rows with an invalid id are skipped and logged).
+pub async fn enrolled_edges(db: &Client) -> anyhow::Result<Vec<EnrolledEdge>> {
+    let rows = db
+        .query(
+            "SELECT facility_id, node, tenant_id, replication_conninfo FROM agog_hub.edges
+              WHERE replication_conninfo IS NOT NULL ORDER BY facility_id",
+            &[],
+        )
+        .await?;
+    let mut edges = Vec::new();
+    for r in rows {
+        let (facility, node, tenant, conninfo): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        match (
+            FacilityId::parse(&facility),
+            NodeName::parse(&node),
+            TenantId::parse(&tenant),
+        ) {
+            (Ok(facility), Ok(node), Ok(tenant)) => edges.push(EnrolledEdge {
+                facility,
+                node,
+                tenant,
+                replication_conninfo: conninfo,
+            }),
+            _ => tracing::error!(
+                facility,
+                node,
+                tenant,
+                "skipping an edge row with an invalid id"
+            ),
+        }
+    }
+    Ok(edges)
+}
+
+/// The region's topology: the static part (`[reconcile] spec`: other regions, global flows),
+/// the regional and master nodes from the config, and regional <- edge (operational),
+/// master -> edge (master) for every enrolled edge. The config's nodes replace same-named
+/// nodes of the static spec.
+pub fn build_topology(
+    cfg: &HubConfig,
+    static_spec: Option<&Topology>,
+    edges: &[EnrolledEdge],
+) -> anyhow::Result<Topology> {
     let regional = cfg.node_name();
     let master = cfg.master_node();
     let mut nodes = vec![NodeSpec {
@@ -42,52 +93,67 @@ pub async fn topology(cfg: &HubConfig, db: &Client) -> anyhow::Result<Topology> 
         });
     }
     let mut flows = Vec::new();
-    let rows = db
-        .query(
-            "SELECT facility_id, node, tenant_id, replication_conninfo FROM agog_hub.edges
-              WHERE replication_conninfo IS NOT NULL ORDER BY facility_id",
-            &[],
-        )
-        .await?;
-    for r in rows {
-        let (facility, node, tenant, conninfo): (String, String, String, String) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        let parsed = (
-            FacilityId::parse(&facility),
-            NodeName::parse(&node),
-            TenantId::parse(&tenant),
-        );
-        let (Ok(facility), Ok(node), Ok(tenant)) = parsed else {
-            tracing::error!(
-                facility,
-                node,
-                tenant,
-                "skipping an edge row with an invalid id"
-            );
-            continue;
-        };
+    for e in edges {
         nodes.push(NodeSpec {
-            name: node.clone(),
+            name: e.node.clone(),
             kind: NodeKind::Edge,
             region: cfg.region.clone(),
-            facility: Some(facility),
-            tenant: Some(tenant),
+            facility: Some(e.facility.clone()),
+            tenant: Some(e.tenant.clone()),
             // The hub never administers an edge; its entry names the publisher and how to reach it.
-            admin: conninfo.clone(),
-            replication: Some(conninfo),
+            admin: e.replication_conninfo.clone(),
+            replication: Some(e.replication_conninfo.clone()),
         });
         flows.push(FlowSpec {
-            from: node.clone(),
+            from: e.node.clone(),
             to: regional.clone(),
             group: "operational".into(),
         });
         flows.push(FlowSpec {
             from: master.clone(),
-            to: node,
+            to: e.node.clone(),
             group: "master".into(),
         });
     }
-    Ok(Topology::build(default_groups(), nodes, flows)?)
+    let mut groups = default_groups();
+    if let Some(st) = static_spec {
+        groups = st.groups.values().cloned().collect();
+        let known: std::collections::BTreeSet<NodeName> =
+            nodes.iter().map(|n| n.name.clone()).collect();
+        nodes.extend(
+            st.nodes
+                .values()
+                .filter(|n| !known.contains(&n.name))
+                .cloned(),
+        );
+        let derived: std::collections::BTreeSet<(NodeName, NodeName)> = flows
+            .iter()
+            .map(|f| (f.from.clone(), f.to.clone()))
+            .collect();
+        flows.extend(
+            st.flows
+                .iter()
+                .filter(|f| !derived.contains(&(f.from.clone(), f.to.clone())))
+                .map(|f| FlowSpec {
+                    from: f.from.clone(),
+                    to: f.to.clone(),
+                    group: f.group.clone(),
+                }),
+        );
+    }
+    Ok(Topology::build(groups, nodes, flows)?)
+}
+
+/// The region's topology as the database and the config say now.
+pub async fn topology(cfg: &HubConfig, db: &Client) -> anyhow::Result<Topology> {
+    let static_spec = match &cfg.reconcile.spec {
+        Some(path) => Some(
+            sync_core::cli::load_spec(path)
+                .map_err(|e| anyhow::anyhow!("[reconcile] spec {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    build_topology(cfg, static_spec.as_ref(), &enrolled_edges(db).await?)
 }
 
 /// What one pass did.
@@ -179,5 +245,101 @@ pub async fn run(cfg: Arc<HubConfig>, wake: Arc<Notify>, mut stop: watch::Receiv
             _ = wake.notified() => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> HubConfig {
+        HubConfig::parse(&format!(
+            "region = \"us-east\"\ndatabase = \"host=10.0.0.5 dbname=agog user=postgres\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn la() -> EnrolledEdge {
+        EnrolledEdge {
+            facility: "facility-la-001".parse().unwrap(),
+            node: "la".parse().unwrap(),
+            tenant: "tenant-foo-inc".parse().unwrap(),
+            replication_conninfo: "host=10.8.0.12 user=agog_replication password=x".into(),
+        }
+    }
+
+    fn flows(t: &Topology) -> Vec<String> {
+        t.flows
+            .iter()
+            .map(|f| format!("{} -> {} {}", f.from, f.to, f.group))
+            .collect()
+    }
+
+    #[test]
+    fn shared_and_separate_layouts() {
+        let t = build_topology(&cfg(""), None, &[la()]).unwrap();
+        assert_eq!(
+            flows(&t),
+            ["la -> us-east operational", "us-east -> la master"]
+        );
+        let t = build_topology(
+            &cfg("[master]\nnode = \"us-east-master\"\nadmin = \"host=10.0.0.6 dbname=agog\"\n"),
+            None,
+            &[la()],
+        )
+        .unwrap();
+        assert_eq!(
+            flows(&t),
+            ["la -> us-east operational", "us-east-master -> la master"]
+        );
+        assert_eq!(
+            t.replication_conninfo(&"la".parse().unwrap()),
+            Some("host=10.8.0.12 user=agog_replication password=x")
+        );
+    }
+
+    #[test]
+    fn the_static_spec_keeps_the_cross_region_flows() {
+        let st = Topology::from_toml(
+            r#"
+[[nodes]]
+name = "us-east"
+kind = "regional"
+region = "us-east"
+admin = "host=elsewhere dbname=agog"
+
+[[nodes]]
+name = "eu-central"
+kind = "regional"
+region = "eu-central"
+admin = "host=10.1.0.5 dbname=agog"
+
+[[flows]]
+from = "us-east"
+to = "eu-central"
+group = "global"
+
+[[flows]]
+from = "eu-central"
+to = "us-east"
+group = "global"
+"#,
+        )
+        .unwrap();
+        let t = build_topology(&cfg(""), Some(&st), &[la()]).unwrap();
+        assert_eq!(
+            flows(&t),
+            [
+                "la -> us-east operational",
+                "us-east -> la master",
+                "us-east -> eu-central global",
+                "eu-central -> us-east global"
+            ]
+        );
+        // The config's own node wins over the spec's entry of the same name.
+        assert_eq!(
+            t.nodes[&"us-east".parse::<NodeName>().unwrap()].admin,
+            "host=10.0.0.5 dbname=agog user=postgres"
+        );
     }
 }
