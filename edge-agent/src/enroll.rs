@@ -231,6 +231,32 @@ fn describe(e: &reqwest::Error) -> String {
     s
 }
 
+/// An exclusive lock on `state_dir/enroll.lock`, released when the file is dropped.
+async fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    ensure_state_dir(dir)?;
+    let path = dir.join("enroll.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; the lock goes with the file.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(anyhow::anyhow!(
+                "lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(file)
+    })
+    .await?
+}
+
 /// One POST to the hub.
 async fn attempt(
     client: &reqwest::Client,
@@ -273,6 +299,12 @@ pub async fn enroll(cfg: &EdgeConfig) -> Result<Enrollment, Failure> {
         .enroll
         .as_ref()
         .ok_or_else(|| Failure::Local(anyhow::anyhow!("no [enroll] section in the config")))?;
+    // One enrollment at a time on this box (`edge-agent enroll` next to a starting `run`):
+    // the second waits, then finds the first one's state.
+    let _lock = lock_state_dir(state_dir(e)).await.map_err(Failure::Local)?;
+    if let Some(en) = load(cfg).map_err(Failure::Local)? {
+        return Ok(en);
+    }
     let req = request(cfg).map_err(Failure::Local)?;
     let client = crate::tls::pinned_client(&e.ca_cert).map_err(Failure::Local)?;
     let url = format!("{}{ENROLL_PATH}", e.hub_url.trim_end_matches('/'));
