@@ -25,8 +25,32 @@ pub struct EdgeConfig {
     pub health: HealthConfig,
     #[serde(default)]
     pub reconcile: ReconcileConfig,
-    /// The regional side, until enrollment provides it.
+    /// The regional side, for an edge set up by hand. Once the edge is enrolled, the
+    /// enrollment state provides it instead.
     pub upstream: Option<UpstreamConfig>,
+    /// Enroll with the hub (at the start of `run`, or with `edge-agent enroll`).
+    pub enroll: Option<EnrollConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollConfig {
+    /// The hub's API, e.g. `https://hub.us-east.example:8443`.
+    pub hub_url: String,
+    /// The one-time bootstrap token (`agog_bt_...`); or put it in `bootstrap_token_file`.
+    pub bootstrap_token: Option<String>,
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// PEM of the hub's CA. Only this CA is trusted for the hub.
+    pub ca_cert: PathBuf,
+    /// Where the enrollment (and the keys it made) are kept, root only. Default `/var/lib/agog`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How the hub and the regional reach this box (its tunnel address), e.g. `10.8.0.12`.
+    pub advertise_host: String,
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/agog".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -173,6 +197,16 @@ impl EdgeConfig {
                 );
             }
         }
+        if let Some(e) = &cfg.enroll {
+            if !e.hub_url.starts_with("https://") {
+                return Err("enroll.hub_url must be an https:// URL".into());
+            }
+            if e.bootstrap_token.is_some() == e.bootstrap_token_file.is_some() {
+                return Err(
+                    "enroll: set exactly one of bootstrap_token and bootstrap_token_file".into(),
+                );
+            }
+        }
         Ok(cfg)
     }
 
@@ -225,6 +259,23 @@ mod tests {
         let e = EdgeConfig::parse(&format!("{MIN}[postgres]\nprot = 5433\n")).unwrap_err();
         assert!(e.contains("unknown field `prot`"), "{e}");
         assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn enroll_section() {
+        let base = format!(
+            "{MIN}[enroll]\nhub_url = \"https://hub:8443\"\nca_cert = \"/etc/agog/hub-ca.pem\"\nadvertise_host = \"10.8.0.12\"\n"
+        );
+        let c = EdgeConfig::parse(&format!("{base}bootstrap_token = \"agog_bt_x\"\n")).unwrap();
+        let e = c.enroll.unwrap();
+        assert_eq!(e.state_dir, PathBuf::from("/var/lib/agog"));
+        let err = EdgeConfig::parse(&base).unwrap_err();
+        assert!(err.contains("exactly one of bootstrap_token"), "{err}");
+        let err = EdgeConfig::parse(
+            &format!("{base}bootstrap_token = \"x\"\n").replace("https://", "http://"),
+        )
+        .unwrap_err();
+        assert!(err.contains("https://"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,54 @@ use crate::config::{EdgeConfig, PostgresMode};
 use crate::state::AgentState;
 use crate::{health_server, postgres, probes, topology};
 
-pub async fn run(cfg: EdgeConfig) -> Result<()> {
+/// How long to wait after the hub refused the enrollment before asking again (a new token
+/// may have been put in the token file meanwhile).
+const REFUSED_RETRY: Duration = Duration::from_secs(600);
+
+/// Enroll when the config asks for it and the box is not enrolled yet; `None` on a signal.
+async fn enroll_first(cfg: &mut EdgeConfig, config_path: &std::path::Path) -> Result<Option<()>> {
+    loop {
+        let outcome = tokio::select! {
+            r = crate::enroll::enroll(cfg) => r,
+            _ = wait_for_signal() => return Ok(None),
+        };
+        match outcome {
+            Ok(en) => {
+                crate::enroll::apply(cfg, &en);
+                return Ok(Some(()));
+            }
+            Err(crate::enroll::Failure::Refused { status, error }) => {
+                tracing::error!(
+                    status,
+                    error = %error.error,
+                    message = %error.message,
+                    retry_in = ?REFUSED_RETRY,
+                    "the hub refused the enrollment; fix: create a new token with `hub token create` and put it in the config (enroll.bootstrap_token or its file)"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(REFUSED_RETRY) => {}
+                    _ = wait_for_signal() => return Ok(None),
+                }
+                // Pick up a new token from the config file.
+                match EdgeConfig::load(config_path) {
+                    Ok(fresh) => cfg.enroll = fresh.enroll,
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "config not re-read"),
+                }
+            }
+            Err(e) => return Err(anyhow::anyhow!("enrollment failed: {e}")),
+        }
+    }
+}
+
+pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::Path) -> Result<()> {
+    if cfg.enroll.is_some() && !enrolled {
+        if enroll_first(&mut cfg, config_path).await?.is_none() {
+            tracing::info!("stopped before enrolling");
+            return Ok(());
+        }
+    } else if enrolled {
+        tracing::info!(node = ?cfg.node, "enrolled already: not enrolling again");
+    }
     let topo = topology::edge_topology(&cfg).map_err(anyhow::Error::msg)?;
     let node = cfg.node_name().map_err(anyhow::Error::msg)?;
     let state = AgentState::new(cfg.clone());

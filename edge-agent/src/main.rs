@@ -7,11 +7,13 @@ mod config;
 mod daemon;
 mod disk;
 mod doctor;
+mod enroll;
 mod health_server;
 mod postgres;
 mod probes;
 mod state;
 mod status;
+mod tls;
 mod topology;
 
 use std::path::PathBuf;
@@ -51,6 +53,9 @@ enum Command {
     },
     /// Show the SQL the next reconcile would run; changes nothing.
     Plan,
+    /// Enroll with the hub now (`run` also does this when the box is not enrolled). Retries
+    /// until the hub answers; exit 1 when it refuses.
+    Enroll,
 }
 
 fn init_logging() {
@@ -79,15 +84,58 @@ async fn main() -> ExitCode {
     init_logging();
     // One TLS provider for the whole process: ring (static musl builds; no aws-lc).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cfg = match EdgeConfig::load(&cli.config) {
+    let mut cfg = match EdgeConfig::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
+    // Once enrolled, the enrollment provides the upstream.
+    let enrolled = match enroll::load(&cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: enrollment state: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(en) = &enrolled {
+        enroll::apply(&mut cfg, en);
+    }
     match cli.command {
-        Command::Run => match daemon::run(cfg).await {
+        Command::Enroll => {
+            if cfg.enroll.is_none() {
+                eprintln!("error: the config has no [enroll] section");
+                return ExitCode::from(2);
+            }
+            if let Some(en) = enrolled {
+                println!(
+                    "already enrolled: node {} of {} at {}, since {}",
+                    en.response.node, en.response.facility_id, en.response.region, en.enrolled_at
+                );
+                return ExitCode::SUCCESS;
+            }
+            tokio::select! {
+                r = enroll::enroll(&cfg) => match r {
+                    Ok(en) => {
+                        println!(
+                            "enrolled: node {} of {}, subscribed by {}, master data from {}",
+                            en.response.node, en.response.facility_id, en.response.regional_node, en.response.master_node
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted; not enrolled");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run => match daemon::run(cfg, enrolled.is_some(), &cli.config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "agent stopped");

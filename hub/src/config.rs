@@ -25,6 +25,59 @@ pub struct HubConfig {
     pub monitor: MonitorConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The HTTPS API (enrollment). Off when absent.
+    pub api: Option<ApiConfig>,
+    /// The master-data publisher. Default: the regional database itself (the shared layout).
+    #[serde(default)]
+    pub master: MasterConfig,
+    /// The address the regional database connects to edges from (their pg_hba lets the
+    /// replication role in from here only), e.g. the hub's tunnel address. Required with `[api]`.
+    pub regional_address: Option<String>,
+    #[serde(default)]
+    pub reconcile: HubReconcileConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// e.g. `0.0.0.0:8443`.
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain (the hub's certificate first).
+    pub tls_cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    /// The master node's name in the topology. Default: the regional node (shared layout).
+    pub node: Option<NodeName>,
+    /// How the hub reconciles it and creates edge roles on it (libpq form). Default: `database`.
+    pub admin: Option<String>,
+    /// How edges reach it, without user or password (the hub adds the edge's own role):
+    /// e.g. `host=10.8.0.1 port=5432 dbname=agog`. Default: host, port and dbname of `admin`.
+    pub replication: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubReconcileConfig {
+    /// How often the regional side of replication is reconciled. Default 30 s.
+    pub interval_secs: u64,
+    /// A topology spec (TOML, as for `hub apply`) with what enrollment does not know: the other
+    /// regions and the `global` flows between them. Merged with the enrolled edges; without it
+    /// the hub's reconcile would drop the regional's cross-region publications and subscriptions.
+    pub spec: Option<std::path::PathBuf>,
+}
+
+impl Default for HubReconcileConfig {
+    fn default() -> Self {
+        HubReconcileConfig {
+            interval_secs: 30,
+            spec: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +151,24 @@ impl HubConfig {
         cfg.database
             .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("database: {e}"))?;
+        for (what, c) in [
+            ("master.admin", cfg.master.admin.as_ref()),
+            ("master.replication", cfg.master.replication.as_ref()),
+        ] {
+            if let Some(c) = c {
+                c.parse::<tokio_postgres::Config>()
+                    .map_err(|e| format!("{what}: {e}"))?;
+            }
+        }
+        if let Some(r) = &cfg.master.replication {
+            let parsed: tokio_postgres::Config = r.parse().map_err(|e| format!("{e}"))?;
+            if parsed.get_user().is_some() || parsed.get_password().is_some() {
+                return Err("master.replication: leave user and password out (each edge gets a role of its own)".into());
+            }
+        }
+        if cfg.api.is_some() && cfg.regional_address.is_none() {
+            return Err("regional_address is required with [api] (edges let the regional in from this address only)".into());
+        }
         let mut names = std::collections::BTreeSet::new();
         for c in &cfg.alerts.channels {
             if !names.insert(&c.name) {
@@ -116,10 +187,82 @@ impl HubConfig {
         })
     }
 
+    /// The master-data publisher's node name; the regional node in the shared layout.
+    pub fn master_node(&self) -> NodeName {
+        self.master.node.clone().unwrap_or_else(|| self.node_name())
+    }
+
+    /// Whether master data is published by a node of its own (the separate layout).
+    pub fn separate_master(&self) -> bool {
+        self.master_node() != self.node_name()
+    }
+
+    pub fn master_admin(&self) -> &str {
+        self.master.admin.as_deref().unwrap_or(&self.database)
+    }
+
+    /// How edges reach the master node, without credentials.
+    pub fn master_replication(&self) -> String {
+        if let Some(r) = &self.master.replication {
+            return r.clone();
+        }
+        let admin: tokio_postgres::Config = self.master_admin().parse().expect("validated at load");
+        let mut parts = Vec::new();
+        if let Some(tokio_postgres::config::Host::Tcp(h)) = admin.get_hosts().first() {
+            parts.push(format!("host={}", sync_core::sql::conninfo_value(h)));
+        }
+        if let Some(p) = admin.get_ports().first() {
+            parts.push(format!("port={p}"));
+        }
+        if let Some(d) = admin.get_dbname() {
+            parts.push(format!("dbname={}", sync_core::sql::conninfo_value(d)));
+        }
+        parts.join(" ")
+    }
+
     pub fn replica_id(&self) -> String {
         self.replica_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shipped_example_config_parses() {
+        let cfg = super::HubConfig::parse(include_str!("../../examples/hub.toml")).unwrap();
+        assert_eq!(cfg.alerts.channels.len(), 2);
+    }
+
+    use super::*;
+
+    const MIN: &str =
+        "region = \"us-east\"\ndatabase = \"host=10.0.0.5 port=5433 dbname=agog user=postgres\"\n";
+
+    #[test]
+    fn shared_layout_by_default() {
+        let c = HubConfig::parse(MIN).unwrap();
+        assert_eq!(c.master_node().as_str(), "us-east");
+        assert!(!c.separate_master());
+        assert_eq!(
+            c.master_replication(),
+            "host='10.0.0.5' port=5433 dbname='agog'"
+        );
+        assert_eq!(c.reconcile.interval_secs, 30);
+    }
+
+    #[test]
+    fn api_needs_the_regional_address_and_replication_has_no_credentials() {
+        let api = "[api]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let e = HubConfig::parse(&format!("{MIN}{api}")).unwrap_err();
+        assert!(e.contains("regional_address is required"), "{e}");
+        assert!(HubConfig::parse(&format!("{MIN}regional_address = \"10.8.0.1\"\n{api}")).is_ok());
+        let e = HubConfig::parse(&format!(
+            "{MIN}[master]\nnode = \"us-east-master\"\nreplication = \"host=h user=x\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("leave user and password out"), "{e}");
     }
 }

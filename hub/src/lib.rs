@@ -1,7 +1,10 @@
 //! hub: the AGOG regional fleet service (library side; `main.rs` is the CLI).
 
+pub mod api;
 pub mod config;
 pub mod db;
+pub mod enroll;
 pub mod monitor;
 pub mod notify;
+pub mod regional;
 pub mod serve;

@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<EdgesAction>,
     },
+    /// Bootstrap tokens for enrolling edges (one token enrolls one edge, once).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Show the SQL that would bring the nodes of a topology spec to it; changes nothing.
     Plan {
         #[arg(long)]
@@ -49,7 +54,34 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (the only time it is shown; the hub stores its hash).
+    Create {
+        #[arg(long)]
+        facility: FacilityId,
+        #[arg(long)]
+        tenant: TenantId,
+        /// The edge's display name (default: the facility id).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long it is valid: 30m, 24h, 7d, or a time (2026-12-01T12:00:00Z).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+    },
+    /// Tokens with their state (active, used, expired, revoked); never the tokens themselves.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an unused token.
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum EdgesAction {
+    /// Remove an edge: its row, its role on the master-data publisher; the hub's next
+    /// reconcile drops the regional's subscription to it.
+    Decommission { facility: FacilityId },
     /// Watch an edge (enrollment does this by itself; this is for edges set up by hand).
     Add {
         #[arg(long)]
@@ -87,6 +119,18 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "hub stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token { action } => {
+            let Some(cfg) = load_config(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            match token(&cfg, action).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -131,8 +175,71 @@ async fn spec_command(spec: &std::path::Path, nodes: &[NodeName], apply: bool) -
     }
 }
 
-async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyhow::Result<()> {
+async fn token(cfg: &HubConfig, action: TokenAction) -> anyhow::Result<()> {
     let db = hub::db::connect_and_migrate(&cfg.database).await?;
+    match action {
+        TokenAction::Create {
+            facility,
+            tenant,
+            name,
+            expires,
+        } => {
+            let expires_at = hub::enroll::parse_expiry(&expires, chrono::Utc::now())
+                .map_err(anyhow::Error::msg)?;
+            let name = name.unwrap_or_else(|| facility.to_string());
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 200 && !name.chars().any(|c| c.is_control()),
+                "--name: 1 to 200 characters, no control characters"
+            );
+            let (id, token) =
+                hub::enroll::create_token(&db, &facility, &tenant, &name, expires_at).await?;
+            // The token alone on stdout (for scripts); the rest on stderr.
+            println!("{token}");
+            eprintln!(
+                "token {id} for {facility} ({tenant}), valid until {}; shown once, store it now",
+                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+        TokenAction::List { json } => {
+            let tokens = hub::enroll::list_tokens(&db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                println!(
+                    "{:<6} {:<28} {:<24} {:<8} {:<20} used by",
+                    "id", "facility", "tenant", "status", "expires"
+                );
+                for t in tokens {
+                    println!(
+                        "{:<6} {:<28} {:<24} {:<8} {:<20} {}",
+                        t.id,
+                        t.facility_id,
+                        t.tenant_id,
+                        t.status,
+                        t.expires_at.format("%Y-%m-%d %H:%M:%S"),
+                        t.used_by.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        TokenAction::Revoke { id } => {
+            hub::enroll::revoke_token(&db, id).await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyhow::Result<()> {
+    let mut db = hub::db::connect_and_migrate(&cfg.database).await?;
+    if let Some(EdgesAction::Decommission { facility }) = &action {
+        hub::enroll::decommission(cfg, &mut db, facility).await?;
+        println!(
+            "decommissioned {facility}; the hub's next reconcile (within {} s) drops the regional's subscription",
+            cfg.reconcile.interval_secs
+        );
+        return Ok(());
+    }
     if let Some(EdgesAction::Add {
         facility,
         tenant,
@@ -161,7 +268,8 @@ async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyh
     let rows = db
         .query(
             "SELECT facility_id, display_name, state, to_char(last_ok_at, 'YYYY-MM-DD HH24:MI:SS'),
-                    to_char(offline_since, 'YYYY-MM-DD HH24:MI:SS'), last_error, last_latency_ms
+                    to_char(offline_since, 'YYYY-MM-DD HH24:MI:SS'), last_error, last_latency_ms,
+                    node, replication_conninfo IS NOT NULL, agent_version
                FROM agog_hub.edges ORDER BY facility_id",
             &[],
         )
@@ -178,6 +286,9 @@ async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyh
                     "offline_since": r.get::<_, Option<String>>(4),
                     "last_error": r.get::<_, Option<String>>(5),
                     "last_latency_ms": r.get::<_, Option<i32>>(6),
+                    "node": r.get::<_, String>(7),
+                    "enrolled": r.get::<_, bool>(8),
+                    "agent_version": r.get::<_, Option<String>>(9),
                 })
             })
             .collect();

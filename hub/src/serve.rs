@@ -1,11 +1,12 @@
-//! `hub serve`: the monitor and the alert outbox of one replica, until SIGTERM.
+//! `hub serve`: the monitor, the alert outbox, the regional reconcile and (with `[api]`) the
+//! HTTPS API of one replica, until SIGTERM.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::config::HubConfig;
 use crate::monitor::outbox::Outbox;
@@ -43,12 +44,27 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
             }
         }
     });
+    let cfg = Arc::new(cfg);
+    let wake = Arc::new(Notify::new());
+    let r = tokio::spawn(crate::regional::run(
+        cfg.clone(),
+        wake.clone(),
+        stop_rx.clone(),
+    ));
+    let api = match cfg.api.clone() {
+        Some(api) => Some(crate::api::serve(cfg.clone(), api, wake, stop_rx.clone()).await?),
+        None => None,
+    };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = m.await;
     let _ = o.await;
+    let _ = r.await;
+    if let Some(a) = api {
+        let _ = a.await;
+    }
     Ok(())
 }
 

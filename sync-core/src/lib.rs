@@ -1,6 +1,7 @@
 //! What the edge agent and the hub share: validated ids, SQL quoting, the sync schema, the
 //! topology spec and the reconciler that applies it to PostgreSQL (spec -> plan -> apply).
 
+pub mod api;
 pub mod apply;
 pub mod catalog;
 pub mod cli;

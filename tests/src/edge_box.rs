@@ -32,17 +32,103 @@ pub struct EdgeBoxConfig<'a> {
     pub reconcile_secs: u64,
 }
 
+/// A box that enrolls with a hub instead of being configured by hand (`[enroll]`, no
+/// `[upstream]`).
+pub struct EnrollingBoxConfig<'a> {
+    pub node: &'a str,
+    pub facility: &'a str,
+    pub tenant: &'a str,
+    pub region: &'a str,
+    /// `https://127.0.0.1:<port>`
+    pub hub_url: String,
+    pub token: String,
+    /// PEM file of the hub's CA.
+    pub ca_cert: PathBuf,
+    pub reconcile_secs: u64,
+}
+
 impl EdgeBox {
     /// Write the config; nothing runs yet.
     pub fn new(c: &EdgeBoxConfig) -> Result<EdgeBox> {
         let dir = cluster::scratch_dir(&format!("box-{}", c.node))?;
-        let pg_port = cluster::free_port()?;
-        let health_port = cluster::free_port()?;
-        let replication_role = "agog_replication".to_string();
         let replication_password = format!("pw-{}-{}", c.node, std::process::id());
         let pw_file = dir.join("replication.password");
         fs::write(&pw_file, &replication_password)?;
         fs::set_permissions(&pw_file, fs::Permissions::from_mode(0o600))?;
+        let upstream = format!(
+            r#"[upstream]
+regional_node = "{regional}"
+regional_address = "127.0.0.1"
+master_node = "{master}"
+master_conninfo = "{master_conninfo}"
+replication_password_file = "{pw}"
+"#,
+            regional = c.regional_node,
+            master = c.master_node,
+            master_conninfo = c.master_conninfo,
+            pw = pw_file.display(),
+        );
+        Self::write(
+            dir,
+            c.node,
+            c.facility,
+            c.tenant,
+            c.region,
+            c.reconcile_secs,
+            &upstream,
+            replication_password,
+        )
+    }
+
+    /// A box with an `[enroll]` section: `run` enrolls with the hub first. Its enrollment
+    /// state goes to `<dir>/state`.
+    pub fn new_enrolling(c: &EnrollingBoxConfig) -> Result<EdgeBox> {
+        let dir = cluster::scratch_dir(&format!("box-{}", c.node))?;
+        let enroll = format!(
+            r#"[enroll]
+hub_url = "{hub}"
+bootstrap_token = "{token}"
+ca_cert = "{ca}"
+state_dir = "{dir}/state"
+advertise_host = "127.0.0.1"
+"#,
+            hub = c.hub_url,
+            token = c.token,
+            ca = c.ca_cert.display(),
+            dir = dir.display(),
+        );
+        // The password is chosen by the agent at enrollment (see `state_dir`).
+        Self::write(
+            dir,
+            c.node,
+            c.facility,
+            c.tenant,
+            c.region,
+            c.reconcile_secs,
+            &enroll,
+            String::new(),
+        )
+    }
+
+    /// Where an enrolling box keeps its enrollment.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        dir: PathBuf,
+        node: &str,
+        facility: &str,
+        tenant: &str,
+        region: &str,
+        reconcile_secs: u64,
+        tail: &str,
+        replication_password: String,
+    ) -> Result<EdgeBox> {
+        let pg_port = cluster::free_port()?;
+        let health_port = cluster::free_port()?;
+        let replication_role = "agog_replication".to_string();
         let root = unsafe { libc::geteuid() } == 0;
         let os_user = if root {
             cluster::pg_user()
@@ -73,28 +159,14 @@ probe_timeout_ms = 1000
 interval_secs = {reconcile}
 heartbeat_secs = 1
 
-[upstream]
-regional_node = "{regional}"
-regional_address = "127.0.0.1"
-master_node = "{master}"
-master_conninfo = "{master_conninfo}"
-replication_password_file = "{pw}"
-"#,
-            facility = c.facility,
-            tenant = c.tenant,
-            region = c.region,
-            node = c.node,
+{tail}"#,
             bin = cluster::pg_bin().display(),
             dir = dir.display(),
-            regional = c.regional_node,
-            master = c.master_node,
-            master_conninfo = c.master_conninfo,
-            reconcile = c.reconcile_secs,
-            pw = pw_file.display(),
+            reconcile = reconcile_secs,
         );
         fs::write(dir.join("edge.toml"), config)?;
         Ok(EdgeBox {
-            name: c.node.to_string(),
+            name: node.to_string(),
             dir,
             pg_port,
             health_port,
@@ -262,6 +334,15 @@ fn tail(s: &str, n: usize) -> String {
 
 impl Drop for EdgeBox {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the agent's log (PostgreSQL's log is in it) for the post-mortem.
+            let keep = PathBuf::from("/tmp/agog-failed");
+            let _ = fs::create_dir_all(&keep);
+            let _ = fs::copy(
+                self.dir.join("agent.log"),
+                keep.join(format!("agent-{}-{}.log", self.name, self.pg_port)),
+            );
+        }
         let _ = self.stop();
         // A server orphaned by a killed agent.
         if let Some(pid) = self.postgres_pid() {

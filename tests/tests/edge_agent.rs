@@ -72,7 +72,10 @@ async fn boots_from_a_bare_disk_to_a_healthy_synced_edge_and_heals() -> anyhow::
     let h = wait_until("the regional streams from the edge's slot", T, || async {
         let (_, h) = edge.health().await?;
         Ok(
-            (h["status"] == "healthy" && h["replication"]["slots"][0]["active"] == true)
+            // Only the regional's own slot: the initial copy's tablesync slots are gone.
+            (h["status"] == "healthy"
+                && h["replication"]["slots"].as_array().map(|s| s.len()) == Some(1)
+                && h["replication"]["slots"][0]["active"] == true)
                 .then_some(h),
         )
     })

@@ -2,11 +2,18 @@
 
 use sync_core::migrate::{Migration, MigrationSet};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "edges, incidents and the alert outbox",
-    sql: include_str!("0001_hub_state.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "edges, incidents and the alert outbox",
+        sql: include_str!("0001_hub_state.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "bootstrap tokens and enrollment",
+        sql: include_str!("0002_enrollment.sql"),
+    },
+];
 
 pub const HUB: MigrationSet = MigrationSet {
     schema: "agog_hub",

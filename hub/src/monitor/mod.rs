@@ -254,7 +254,7 @@ impl Monitor {
 
 /// Add or update an edge the monitor watches.
 pub async fn upsert_edge(
-    db: &Client,
+    db: &impl tokio_postgres::GenericClient,
     facility: &str,
     node: &str,
     tenant: &str,
