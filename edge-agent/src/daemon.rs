@@ -20,7 +20,7 @@ async fn enroll_first(cfg: &mut EdgeConfig, config_path: &std::path::Path) -> Re
     loop {
         let outcome = tokio::select! {
             r = crate::enroll::enroll(cfg) => r,
-            _ = wait_for_signal() => return Ok(None),
+            _ = sync_core::signal::terminated() => return Ok(None),
         };
         match outcome {
             Ok(en) => {
@@ -37,7 +37,7 @@ async fn enroll_first(cfg: &mut EdgeConfig, config_path: &std::path::Path) -> Re
                 );
                 tokio::select! {
                     _ = tokio::time::sleep(REFUSED_RETRY) => {}
-                    _ = wait_for_signal() => return Ok(None),
+                    _ = sync_core::signal::terminated() => return Ok(None),
                 }
                 // Pick up a new token from the config file.
                 match EdgeConfig::load(config_path) {
@@ -87,7 +87,7 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     tokio::spawn(reconcile_loop(state.clone(), topo, node));
     tokio::spawn(heartbeat_loop(state.clone()));
 
-    wait_for_signal().await;
+    sync_core::signal::terminated().await;
     tracing::info!("shutting down");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
@@ -95,16 +95,6 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
         let _ = s.await;
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// Probes on a schedule; tells systemd we are ready after the first complete probe, and pets

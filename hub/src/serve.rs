@@ -56,7 +56,7 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
         None => None,
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    wait_for_signal().await;
+    sync_core::signal::terminated().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = m.await;
@@ -66,14 +66,4 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
         let _ = a.await;
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

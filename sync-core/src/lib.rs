@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod plan;
 pub mod reconcile;
 pub mod schema;
+pub mod signal;
 pub mod spec;
 pub mod sql;
 

@@ -3,7 +3,7 @@
 //! process. Reports the hub's CPU per 30 s round, how late checks start against their schedule,
 //! and the time from an edge going down to its alert arriving at a Slack receiver.
 //!
-//!     cargo bench -p agog-tests --bench monitor
+//!     cargo build --release -p hub && AGOG_BIN_DIR=$PWD/target/release cargo bench -p agog-tests --bench monitor
 //!     knobs: BENCH_EDGES (10000), BENCH_ROUNDS (2 measured rounds of 30 s), BENCH_DOWN (20)
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -214,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
         "# Hub monitor at fleet scale ({})\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    println!("Command: `cargo bench -p agog-tests --bench monitor` (BENCH_EDGES={edges_n}, BENCH_ROUNDS={rounds}, BENCH_DOWN={down_n}); nproc = {}\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("Command: `cargo build --release -p hub && AGOG_BIN_DIR=$PWD/target/release cargo bench -p agog-tests --bench monitor` (BENCH_EDGES={edges_n}, BENCH_ROUNDS={rounds}, BENCH_DOWN={down_n}); nproc = {}\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!("Edges: {edges_n} (1 in 20 dead, 1 in 20 answering in 2 s, 1 in 20 flapping each minute), interval 30 s, timeout 5 s, one hub replica.\n");
     println!("| figure | value |\n|---|---:|");
     println!(
