@@ -364,7 +364,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("AGOG_KEEP_LOGS").is_some() {
             // Keep the server log of a failed test for the post-mortem.
             let keep = PathBuf::from("/tmp/agog-failed");
             let _ = fs::create_dir_all(&keep);

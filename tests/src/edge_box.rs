@@ -334,7 +334,7 @@ fn tail(s: &str, n: usize) -> String {
 
 impl Drop for EdgeBox {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("AGOG_KEEP_LOGS").is_some() {
             // Keep the agent's log (PostgreSQL's log is in it) for the post-mortem.
             let keep = PathBuf::from("/tmp/agog-failed");
             let _ = fs::create_dir_all(&keep);
