@@ -111,15 +111,7 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
     // 3. Publications.
     for (name, want) in &desired.publications {
         match actual.publications.get(name) {
-            None => steps.push(Step {
-                why: format!("create publication {name}"),
-                action: Action::Sql(format!(
-                    "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {})",
-                    ident(name),
-                    table_list(want),
-                    literal(PUBLISH)
-                )),
-            }),
+            None => steps.push(create_publication(name, want)),
             Some(have) if have.all_tables => {
                 steps.push(Step {
                     why: format!(
@@ -127,15 +119,7 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
                     ),
                     action: Action::Sql(format!("DROP PUBLICATION {}", ident(name))),
                 });
-                steps.push(Step {
-                    why: format!("create publication {name}"),
-                    action: Action::Sql(format!(
-                        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {})",
-                        ident(name),
-                        table_list(want),
-                        literal(PUBLISH)
-                    )),
-                });
+                steps.push(create_publication(name, want));
             }
             Some(have) => {
                 if !(have.insert && have.update && have.delete && !have.truncate) {
@@ -164,25 +148,8 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
         if desired.subscriptions.contains_key(name) {
             continue;
         }
-        if have.enabled {
-            steps.push(Step {
-                why: format!("subscription {name} is not in the spec: disable it"),
-                action: Action::Sql(format!("ALTER SUBSCRIPTION {} DISABLE", ident(name))),
-            });
-        }
-        if have.slot_name.is_some() {
-            steps.push(Step {
-                why: format!("detach subscription {name} from its slot"),
-                action: Action::Sql(format!(
-                    "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
-                    ident(name)
-                )),
-            });
-        }
-        steps.push(Step {
-            why: format!("drop subscription {name}"),
-            action: Action::Sql(format!("DROP SUBSCRIPTION {}", ident(name))),
-        });
+        let why = format!("subscription {name} is not in the spec");
+        detach_and_drop(name, have, why, &mut steps);
     }
 
     // 5. Subscriptions wanted.
@@ -282,6 +249,18 @@ fn table_list(p: &DesiredPublication) -> String {
         .join(", ")
 }
 
+fn create_publication(name: &str, want: &DesiredPublication) -> Step {
+    Step {
+        why: format!("create publication {name}"),
+        action: Action::Sql(format!(
+            "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {})",
+            ident(name),
+            table_list(want),
+            literal(PUBLISH)
+        )),
+    }
+}
+
 fn same_tables(want: &DesiredPublication, have: &PublicationState) -> bool {
     want.tables.len() == have.tables.len()
         && want.tables.iter().all(|(t, f)| {
@@ -371,6 +350,30 @@ fn alter_subscription(
     }
 }
 
+/// Disable, detach from the slot, drop: never waits on a publisher that may be gone for good
+/// (the slot, if any, is the publisher's to drop).
+fn detach_and_drop(name: &str, have: &SubscriptionState, why: String, steps: &mut Vec<Step>) {
+    if have.enabled {
+        steps.push(Step {
+            why: format!("{why}: disable it"),
+            action: Action::Sql(format!("ALTER SUBSCRIPTION {} DISABLE", ident(name))),
+        });
+    }
+    if have.slot_name.is_some() {
+        steps.push(Step {
+            why: format!("detach subscription {name} from its slot"),
+            action: Action::Sql(format!(
+                "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
+                ident(name)
+            )),
+        });
+    }
+    steps.push(Step {
+        why: format!("drop subscription {name}"),
+        action: Action::Sql(format!("DROP SUBSCRIPTION {}", ident(name))),
+    });
+}
+
 /// The publisher is reachable and the subscription's slot there is lost (its WAL was removed
 /// past `max_slot_wal_keep_size`) or gone: streaming can never resume from it.
 fn slot_gone(want: &DesiredSubscription, peers: &PeerViews) -> bool {
@@ -401,25 +404,7 @@ fn resync_subscription(
         "slot {} on {publisher} lost its WAL: resync {name} by a merging full copy",
         want.flow.slot
     );
-    if have.enabled {
-        steps.push(Step {
-            why: why.clone(),
-            action: Action::Sql(format!("ALTER SUBSCRIPTION {} DISABLE", ident(name))),
-        });
-    }
-    if have.slot_name.is_some() {
-        steps.push(Step {
-            why: format!("detach {name} from the lost slot"),
-            action: Action::Sql(format!(
-                "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
-                ident(name)
-            )),
-        });
-    }
-    steps.push(Step {
-        why: format!("drop {name}; it is recreated below"),
-        action: Action::Sql(format!("DROP SUBSCRIPTION {}", ident(name))),
-    });
+    detach_and_drop(name, have, why, steps);
     // create_subscription drops the old slot on the publisher first (it is inactive).
     create_subscription(name, want, own_version, peers, steps, blocked);
 }

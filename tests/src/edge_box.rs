@@ -4,12 +4,12 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::{bin_path, cluster, wait_until};
+use crate::{cluster, process, wait_until};
 
 pub struct EdgeBox {
     pub name: String,
@@ -190,21 +190,12 @@ heartbeat_secs = 1
 
     /// Start `edge-agent run`; its log goes to `agent.log` in the box directory.
     pub fn start(&mut self) -> Result<()> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.log"))?;
-        let child = Command::new(bin_path::binary("edge-agent"))
-            .arg("--config")
-            .arg(self.config_path())
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start edge-agent")?;
-        self.child = Some(child);
+        self.child = Some(process::start(
+            "edge-agent",
+            &self.config_path(),
+            "run",
+            &self.dir.join("agent.log"),
+        )?);
         Ok(())
     }
 
@@ -214,37 +205,21 @@ heartbeat_secs = 1
 
     /// SIGKILL the agent (its PostgreSQL keeps running, as after a real crash).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        process::kill(&mut self.child);
     }
 
     /// SIGTERM and wait: the agent stops its PostgreSQL.
     pub fn stop(&mut self) -> Result<()> {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            for _ in 0..300 {
-                if c.try_wait()?.is_some() {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-            anyhow::bail!("edge-agent did not stop within 30 s");
-        }
+        anyhow::ensure!(
+            process::stop(&mut self.child, Duration::from_secs(30))?,
+            "edge-agent did not stop within 30 s"
+        );
         Ok(())
     }
 
     /// Run a CLI command of the agent against this box's config; (exit code, stdout).
     pub fn cli(&self, args: &[&str]) -> Result<(i32, String)> {
-        let out = Command::new(bin_path::binary("edge-agent"))
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()?;
+        let out = process::cli("edge-agent", &self.config_path(), args)?;
         Ok((
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -2,12 +2,12 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::{bin_path, cluster};
+use crate::{cluster, process};
 
 pub struct HubProcess {
     pub dir: PathBuf,
@@ -35,21 +35,12 @@ impl HubProcess {
     }
 
     pub fn start(&mut self) -> Result<()> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("hub.log"))?;
-        let child = Command::new(bin_path::binary("hub"))
-            .arg("--config")
-            .arg(self.config_path())
-            .arg("serve")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start hub")?;
-        self.child = Some(child);
+        self.child = Some(process::start(
+            "hub",
+            &self.config_path(),
+            "serve",
+            &self.dir.join("hub.log"),
+        )?);
         Ok(())
     }
 
@@ -59,34 +50,17 @@ impl HubProcess {
 
     /// SIGKILL, as a crashed machine would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        process::kill(&mut self.child);
     }
 
+    /// SIGTERM; killed if still running after 10 s.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            for _ in 0..100 {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = process::stop(&mut self.child, Duration::from_secs(10));
     }
 
     /// Run a CLI command against this replica's config: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
-        let out = Command::new(bin_path::binary("hub"))
-            .arg("--config")
-            .arg(self.config_path())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()?;
+        let out = process::cli("hub", &self.config_path(), args)?;
         Ok((
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
