@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bootstrap tokens and enrollment",
         sql: include_str!("0002_enrollment.sql"),
     },
+    Migration {
+        version: 3,
+        name: "lag, per-facility contacts and routes, miss counts",
+        sql: include_str!("0003_lag_contacts.sql"),
+    },
 ];
 
 pub const HUB: MigrationSet = MigrationSet {
