@@ -179,25 +179,30 @@ async fn main() -> anyhow::Result<()> {
     for v in &victims {
         edges[*v].down.store(true, Ordering::Relaxed);
     }
-    let mut alert_times: Vec<f64> = Vec::new();
+    // When each victim's alert was first seen (polled every 100 ms).
+    let mut first_seen: Vec<Option<f64>> = vec![None; victims.len()];
     let window = Duration::from_secs(30 * rounds as u64);
-    while t0.elapsed() < window.max(Duration::from_secs(90)) && alert_times.len() < victims.len() {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    while t0.elapsed() < window.max(Duration::from_secs(90))
+        && first_seen.iter().any(Option::is_none)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let msgs = slack_rx.accepted();
-        alert_times = victims
-            .iter()
-            .filter_map(|v| {
-                let tag = format!("(facility-bench-{v})");
-                msgs[alerts_before..]
-                    .iter()
-                    .any(|m| {
-                        let t = m["text"].as_str().unwrap_or_default();
-                        t.contains("OFFLINE: ") && t.contains(&tag)
-                    })
-                    .then(|| t0.elapsed().as_secs_f64())
-            })
-            .collect();
+        let now = t0.elapsed().as_secs_f64();
+        for (i, v) in victims.iter().enumerate() {
+            if first_seen[i].is_some() {
+                continue;
+            }
+            let tag = format!("(facility-bench-{v})");
+            let seen = msgs[alerts_before..].iter().any(|m| {
+                let t = m["text"].as_str().unwrap_or_default();
+                t.contains("OFFLINE: ") && t.contains(&tag)
+            });
+            if seen {
+                first_seen[i] = Some(now);
+            }
+        }
     }
+    let alert_times: Vec<f64> = first_seen.into_iter().flatten().collect();
     while t0.elapsed() < window {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -263,9 +268,18 @@ async fn main() -> anyhow::Result<()> {
         alert_times.len()
     );
     println!(
-        "| down -> alert p50 / max | {:.1} / {:.1} s |",
+        "| down -> alert min / p50 / max | {:.1} / {:.1} / {:.1} s |",
+        alert_sorted.first().copied().unwrap_or(f64::NAN),
         percentile(&alert_sorted, 0.5),
         alert_sorted.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| load average (1 min) at the end | {} |",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .unwrap_or("?")
     );
     let states: Vec<String> = states
         .iter()
