@@ -35,6 +35,9 @@ pub struct HubConfig {
     pub regional_address: Option<String>,
     #[serde(default)]
     pub reconcile: HubReconcileConfig,
+    /// Cloud fallback: the workspace address, the channel that tells workers.
+    #[serde(default)]
+    pub fallback: crate::fallback::config::FallbackConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +172,7 @@ impl HubConfig {
         if cfg.api.is_some() && cfg.regional_address.is_none() {
             return Err("regional_address is required with [api] (edges let the regional in from this address only)".into());
         }
+        cfg.fallback.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for c in &cfg.alerts.channels {
             if !names.insert(&c.name) {

@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod enroll;
+pub mod fallback;
 pub mod monitor;
 pub mod notify;
 pub mod regional;

@@ -36,6 +36,12 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Cloud fallback: a destroyed facility works from a workspace in the regional database
+    /// until a rebuilt edge takes everything back.
+    Fallback {
+        #[command(subcommand)]
+        action: hub::fallback::cli::Action,
+    },
     /// Show the SQL that would bring the nodes of a topology spec to it; changes nothing.
     Plan {
         #[arg(long)]
@@ -128,6 +134,18 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             match token(&cfg, action).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Fallback { action } => {
+            let Some(cfg) = load_config(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            match hub::fallback::cli::run(&cfg, action).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bootstrap tokens and enrollment",
         sql: include_str!("0002_enrollment.sql"),
     },
+    Migration {
+        version: 7,
+        name: "cloud fallback: fallbacks, their log, operators, restore tokens",
+        sql: include_str!("0007_fallback.sql"),
+    },
 ];
 
 pub const HUB: MigrationSet = MigrationSet {

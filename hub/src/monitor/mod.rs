@@ -200,9 +200,15 @@ impl Monitor {
         event: &str,
     ) -> anyhow::Result<()> {
         for channel in &self.channels {
+            // A facility in cloud fallback is known to be gone: no alert (its state still shows).
             db.execute(
-                "INSERT INTO agog_hub.alerts (incident_id, facility_id, event, channel) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (incident_id, event, channel) DO NOTHING",
+                &format!(
+                    "INSERT INTO agog_hub.alerts (incident_id, facility_id, event, channel)
+                     SELECT $1::bigint, $2::text, $3::text, $4::text WHERE NOT EXISTS (SELECT 1 FROM agog_hub.fallbacks f
+                          WHERE f.facility_id = $2 AND f.phase IN {})
+                     ON CONFLICT (incident_id, event, channel) DO NOTHING",
+                    crate::fallback::record::SILENCED_PHASES_SQL
+                ),
                 &[&incident, &facility, &event, channel],
             )
             .await?;
