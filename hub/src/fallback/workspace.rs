@@ -54,28 +54,46 @@ fn qualified(t: &str) -> String {
 
 const OVERRIDES: &str = "agog_sync.ownership_overrides";
 
+/// Whether `table` has the policy `name`. Checked before any policy DDL: CREATE and DROP POLICY
+/// lock the table exclusively, even when there is nothing to do.
+async fn has_policy(
+    db: &impl GenericClient,
+    table: &str,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(db
+        .query_opt(
+            "SELECT 1 FROM pg_policy WHERE polrelid = $1::text::regclass AND polname = $2",
+            &[&table, &name],
+        )
+        .await?
+        .is_some())
+}
+
 /// Row-level security with an allow-all policy on every table a workspace or a restore role
-/// touches. Idempotent; done once per regional.
+/// touches. Idempotent, and changes (locks) nothing once done.
 pub async fn ensure_row_security(db: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
     let mut tables: Vec<String> = restore_tables();
     tables.extend(master_tables());
     for t in tables {
         let q = qualified(&t);
-        let has_policy = db
-            .query_opt(
-                "SELECT 1 FROM pg_policy WHERE polrelid = $1::text::regclass AND polname = 'agog_everyone'",
-                &[&q],
-            )
-            .await?
-            .is_some();
-        if !has_policy {
+        if !has_policy(db, &q, "agog_everyone").await? {
             db.batch_execute(&format!(
                 "CREATE POLICY agog_everyone ON {q} AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)"
             ))
             .await?;
         }
-        db.batch_execute(&format!("ALTER TABLE {q} ENABLE ROW LEVEL SECURITY"))
-            .await?;
+        let enabled: bool = db
+            .query_one(
+                "SELECT relrowsecurity FROM pg_class WHERE oid = $1::text::regclass",
+                &[&q],
+            )
+            .await?
+            .get(0);
+        if !enabled {
+            db.batch_execute(&format!("ALTER TABLE {q} ENABLE ROW LEVEL SECURITY"))
+                .await?;
+        }
     }
     Ok(())
 }
@@ -244,16 +262,41 @@ pub async fn close(
     tables.extend(master_tables());
     let mut sql = String::new();
     for t in tables {
-        sql.push_str(&format!(
-            "DROP POLICY IF EXISTS {} ON {};",
-            ident(&r),
-            qualified(&t)
-        ));
+        let q = qualified(&t);
+        if has_policy(&*db, &q, &r).await? {
+            sql.push_str(&format!("DROP POLICY {} ON {q};", ident(&r)));
+        }
     }
     sql.push_str(&format!("DROP OWNED BY {r}; DROP ROLE {r};", r = ident(&r)));
     let tx = db.transaction().await?;
     tx.batch_execute(&sql).await?;
     tx.commit().await
+}
+
+/// Whether the rebuilt edge's role has its restore access already (then there is nothing to
+/// do, and nothing is locked).
+async fn has_restore_access(
+    db: &impl GenericClient,
+    tables: &[String],
+    policy: &str,
+    edge_role: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    if !role_exists(db, edge_role).await? {
+        return Ok(false);
+    }
+    for t in tables {
+        let granted: bool = db
+            .query_one(
+                "SELECT has_table_privilege($1, $2, 'SELECT')",
+                &[&edge_role, t],
+            )
+            .await?
+            .get(0);
+        if !granted || !has_policy(db, t, policy).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Let the rebuilt edge's role read (only) its facility's rows of the restore tables, for the
@@ -263,9 +306,12 @@ pub async fn grant_restore(
     facility: &FacilityId,
     edge_role: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    ensure_row_security(&*db).await?;
     let tables: Vec<String> = restore_tables().iter().map(|t| qualified(t)).collect();
     let p = restore_policy(facility);
+    if has_restore_access(&*db, &tables, &p, edge_role).await? {
+        return Ok(());
+    }
+    ensure_row_security(&*db).await?;
     let mut sql = format!(
         "GRANT USAGE ON SCHEMA public, agog_sync TO {r}; GRANT SELECT ON {t} TO {r};",
         r = ident(edge_role),
@@ -298,15 +344,28 @@ pub async fn revoke_restore(
     let p = restore_policy(facility);
     let mut sql = String::new();
     for t in &tables {
-        sql.push_str(&format!("DROP POLICY IF EXISTS {} ON {t};", ident(&p)));
+        if has_policy(&*db, t, &p).await? {
+            sql.push_str(&format!("DROP POLICY {} ON {t};", ident(&p)));
+        }
     }
-    if role_exists(&*db, edge_role).await? {
+    let granted = role_exists(&*db, edge_role).await?
+        && db
+            .query_one(
+                "SELECT has_table_privilege($1, 'public.orders', 'SELECT')",
+                &[&edge_role],
+            )
+            .await?
+            .get::<_, bool>(0);
+    if granted {
         let ops: Vec<String> = operational_tables().iter().map(|t| qualified(t)).collect();
         sql.push_str(&format!(
             "REVOKE SELECT ON {ops}, {OVERRIDES} FROM {r}; REVOKE USAGE ON SCHEMA agog_sync FROM {r};",
             ops = ops.join(", "),
             r = ident(edge_role)
         ));
+    }
+    if sql.is_empty() {
+        return Ok(());
     }
     let tx = db.transaction().await?;
     tx.batch_execute(&sql).await?;
