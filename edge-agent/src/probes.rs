@@ -78,6 +78,8 @@ async fn read_facts(c: &Client) -> Result<DbFacts, tokio_postgres::Error> {
             active: s.active,
             retained_bytes: s.retained_bytes,
             wal_status: s.wal_status,
+            lag_bytes: s.lag_bytes,
+            replay_lag_seconds: s.replay_lag_seconds,
         })
         .collect();
     let subscriptions = c

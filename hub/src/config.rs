@@ -35,9 +35,59 @@ pub struct HubConfig {
     pub regional_address: Option<String>,
     #[serde(default)]
     pub reconcile: HubReconcileConfig,
+    #[serde(default)]
+    pub lag: LagConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Cloud fallback: the workspace address, the channel that tells workers.
     #[serde(default)]
     pub fallback: crate::fallback::config::FallbackConfig,
+}
+
+/// `[metrics]`: Prometheus scrapes `GET /metrics` on `listen` (plain HTTP). Off when absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Lag sampling, history and its alerts (`[lag]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LagConfig {
+    /// How often lag is sampled (by one replica). Default 30 s.
+    pub interval_secs: u64,
+    /// Keep one history sample per edge and direction this often. Default 300 s.
+    pub history_every_secs: u64,
+    /// History older than this is pruned. Default 48 h.
+    pub history_hours: u64,
+    /// Alert when either direction is more than this many seconds behind. Default 300 s.
+    pub max_seconds: f64,
+    /// Alert when either direction is more than this many bytes of WAL behind. Default 256 MiB.
+    pub max_bytes: i64,
+    /// Alert when the edge keeps more WAL than this for the regional (its disk fills while
+    /// the regional does not confirm). Default 2 GiB.
+    pub max_retained_bytes: i64,
+    /// Consecutive samples over (or back under) the thresholds before alerting (or clearing).
+    /// Default 2.
+    pub samples: u32,
+    /// The agent's heartbeat interval: a heartbeat up to this old is not lag. Default 5 s.
+    pub heartbeat_secs: f64,
+}
+
+impl Default for LagConfig {
+    fn default() -> Self {
+        LagConfig {
+            interval_secs: 30,
+            history_every_secs: 300,
+            history_hours: 48,
+            max_seconds: 300.0,
+            max_bytes: 256 << 20,
+            max_retained_bytes: 2 << 30,
+            samples: 2,
+            heartbeat_secs: 5.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +170,7 @@ impl MonitorConfig {
     pub fn policy(&self) -> Policy {
         Policy {
             offline_after: Duration::from_secs(self.offline_after_secs),
+            interval: Duration::from_secs(self.interval_secs.max(1)),
             escalate_after: Duration::from_secs(self.escalate_after_secs),
             recover_after: self.recover_after_checks.max(1),
         }

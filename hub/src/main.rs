@@ -42,6 +42,25 @@ enum Command {
         #[command(subcommand)]
         action: hub::fallback::cli::Action,
     },
+    /// The alert delivery log, newest first: channel, recipient, outcome, time.
+    Alerts {
+        #[arg(long)]
+        facility: Option<FacilityId>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The people of a facility who get its alerts (SMS if opted in, voice if primary, email).
+    Contacts {
+        #[command(subcommand)]
+        action: ContactsAction,
+    },
+    /// A facility's own webhook or PagerDuty key on a configured channel (besides its default).
+    Routes {
+        #[command(subcommand)]
+        action: RoutesAction,
+    },
     /// Show the SQL that would bring the nodes of a topology spec to it; changes nothing.
     Plan {
         #[arg(long)]
@@ -105,6 +124,66 @@ enum EdgesAction {
     },
 }
 
+#[derive(Subcommand)]
+enum ContactsAction {
+    /// Add a contact (or update the one with this name).
+    Add {
+        #[arg(long)]
+        facility: FacilityId,
+        #[arg(long)]
+        name: String,
+        /// E.164, e.g. +14155550100
+        #[arg(long)]
+        phone: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Text this contact on alerts (needs --phone).
+        #[arg(long)]
+        sms: bool,
+        /// The one contact the voice call goes to.
+        #[arg(long)]
+        primary: bool,
+    },
+    List {
+        #[arg(long)]
+        facility: Option<FacilityId>,
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        #[arg(long)]
+        facility: FacilityId,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesAction {
+    /// Also send this facility's alerts on channel CHANNEL (a name from [alerts]) to TARGET.
+    Add {
+        #[arg(long)]
+        facility: FacilityId,
+        #[arg(long)]
+        channel: String,
+        /// A Slack/Teams webhook URL or a PagerDuty integration key.
+        #[arg(long)]
+        target: String,
+    },
+    List {
+        #[arg(long)]
+        facility: Option<FacilityId>,
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        #[arg(long)]
+        facility: FacilityId,
+        #[arg(long)]
+        channel: String,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -157,15 +236,172 @@ async fn main() -> ExitCode {
             let Some(cfg) = load_config(&cli.config) else {
                 return ExitCode::from(2);
             };
-            match edges(&cfg, json, action).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
+            finish(edges(&cfg, json, action).await)
+        }
+        Command::Alerts {
+            facility,
+            limit,
+            json,
+        } => {
+            let Some(cfg) = load_config(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            finish(alerts(&cfg, facility, limit, json).await)
+        }
+        Command::Contacts { action } => {
+            let Some(cfg) = load_config(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            finish(contacts(&cfg, action).await)
+        }
+        Command::Routes { action } => {
+            let Some(cfg) = load_config(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            finish(routes(&cfg, action).await)
+        }
+    }
+}
+
+/// "12s 4.0 MiB" at a glance; "-" when not sampled.
+fn lag_cell(seconds: Option<f64>, bytes: Option<i64>) -> String {
+    let s = seconds.map(|s| format!("{:.0}s", s));
+    let b = bytes.map(|b| {
+        if b >= 1 << 20 {
+            format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+        } else {
+            format!("{} kB", b / 1024)
+        }
+    });
+    match (s, b) {
+        (None, None) => "-".into(),
+        (s, b) => [s, b].into_iter().flatten().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// An operation's result as the exit code (its error on stderr).
+fn finish(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn alerts(
+    cfg: &HubConfig,
+    facility: Option<FacilityId>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let db = hub::db::connect_and_migrate(&cfg.database).await?;
+    let list = hub::alert_log::recent(&db, facility.as_ref().map(|f| f.as_str()), limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<24} {:<12} {:<14} {:<28} {:<10} detail",
+        "time", "facility", "event", "channel", "recipient", "outcome"
+    );
+    for a in list {
+        println!(
+            "{:<20} {:<24} {:<12} {:<14} {:<28} {:<10} {}",
+            a.created_at.format("%Y-%m-%d %H:%M:%S"),
+            a.facility_id,
+            a.event,
+            a.channel,
+            a.recipient,
+            a.status,
+            a.last_error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn contacts(cfg: &HubConfig, action: ContactsAction) -> anyhow::Result<()> {
+    let mut db = hub::db::connect_and_migrate(&cfg.database).await?;
+    match action {
+        ContactsAction::Add {
+            facility,
+            name,
+            phone,
+            email,
+            sms,
+            primary,
+        } => {
+            let c = hub::contacts::Contact {
+                facility_id: facility.to_string(),
+                name,
+                phone,
+                email,
+                sms_opt_in: sms,
+                is_primary: primary,
+            };
+            hub::contacts::upsert_contact(&mut db, &c).await?;
+            println!("{} is a contact of {facility}", c.name);
+        }
+        ContactsAction::List { facility, json } => {
+            let list =
+                hub::contacts::list_contacts(&db, facility.as_ref().map(|f| f.as_str())).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<24} {:<24} {:<16} {:<28} {:<4} primary",
+                    "facility", "name", "phone", "email", "sms"
+                );
+                for c in list {
+                    println!(
+                        "{:<24} {:<24} {:<16} {:<28} {:<4} {}",
+                        c.facility_id,
+                        c.name,
+                        c.phone.unwrap_or_default(),
+                        c.email.unwrap_or_default(),
+                        if c.sms_opt_in { "yes" } else { "no" },
+                        if c.is_primary { "yes" } else { "" }
+                    );
                 }
             }
         }
+        ContactsAction::Remove { facility, name } => {
+            hub::contacts::remove_contact(&db, facility.as_str(), &name).await?;
+            println!("{name} removed from {facility}");
+        }
     }
+    Ok(())
+}
+
+async fn routes(cfg: &HubConfig, action: RoutesAction) -> anyhow::Result<()> {
+    let db = hub::db::connect_and_migrate(&cfg.database).await?;
+    match action {
+        RoutesAction::Add {
+            facility,
+            channel,
+            target,
+        } => {
+            hub::contacts::add_route(cfg, &db, facility.as_str(), &channel, &target).await?;
+            println!("{facility}'s alerts on {channel} also go to its own target");
+        }
+        RoutesAction::List { facility, json } => {
+            let list =
+                hub::contacts::list_routes(&db, facility.as_ref().map(|f| f.as_str())).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for r in list {
+                    println!("{:<24} {:<16} {}", r.facility_id, r.channel, r.target);
+                }
+            }
+        }
+        RoutesAction::Remove { facility, channel } => {
+            let n = hub::contacts::remove_route(&db, facility.as_str(), &channel).await?;
+            println!("{n} route(s) of {facility} on {channel} removed");
+        }
+    }
+    Ok(())
 }
 
 fn load_config(path: &std::path::Path) -> Option<HubConfig> {
@@ -287,7 +523,10 @@ async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyh
         .query(
             "SELECT facility_id, display_name, state, to_char(last_ok_at, 'YYYY-MM-DD HH24:MI:SS'),
                     to_char(offline_since, 'YYYY-MM-DD HH24:MI:SS'), last_error, last_latency_ms,
-                    node, replication_conninfo IS NOT NULL, agent_version
+                    node, replication_conninfo IS NOT NULL, agent_version,
+                    lag_up_seconds, lag_up_bytes, retained_wal_bytes,
+                    lag_down_seconds, lag_down_bytes, master_retained_bytes,
+                    to_char(lag_sampled_at, 'YYYY-MM-DD HH24:MI:SS'), lag_incident_id IS NOT NULL
                FROM agog_hub.edges ORDER BY facility_id",
             &[],
         )
@@ -307,22 +546,41 @@ async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyh
                     "node": r.get::<_, String>(7),
                     "enrolled": r.get::<_, bool>(8),
                     "agent_version": r.get::<_, Option<String>>(9),
+                    "lag": {
+                        "up": {
+                            "seconds": r.get::<_, Option<f64>>(10),
+                            "bytes": r.get::<_, Option<i64>>(11),
+                            "retained_bytes": r.get::<_, Option<i64>>(12),
+                        },
+                        "down": {
+                            "seconds": r.get::<_, Option<f64>>(13),
+                            "bytes": r.get::<_, Option<i64>>(14),
+                            "retained_bytes": r.get::<_, Option<i64>>(15),
+                        },
+                        "sampled_at": r.get::<_, Option<String>>(16),
+                        "alerting": r.get::<_, bool>(17),
+                    },
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         println!(
-            "{:<28} {:<10} {:<20} {:<20} last error",
-            "facility", "state", "last ok", "offline since"
+            "{:<28} {:<10} {:<20} {:<20} {:<16} {:<16} last error",
+            "facility", "state", "last ok", "offline since", "lag up", "lag down"
         );
         for r in &rows {
+            let lag = |s: usize, b: usize| {
+                lag_cell(r.get::<_, Option<f64>>(s), r.get::<_, Option<i64>>(b))
+            };
             println!(
-                "{:<28} {:<10} {:<20} {:<20} {}",
+                "{:<28} {:<10} {:<20} {:<20} {:<16} {:<16} {}",
                 r.get::<_, String>(0),
                 r.get::<_, String>(2),
                 r.get::<_, Option<String>>(3).unwrap_or_else(|| "-".into()),
                 r.get::<_, Option<String>>(4).unwrap_or_else(|| "-".into()),
+                lag(10, 11) + if r.get::<_, bool>(17) { " !" } else { "" },
+                lag(13, 14),
                 r.get::<_, Option<String>>(5).unwrap_or_default()
             );
         }

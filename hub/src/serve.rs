@@ -1,5 +1,5 @@
-//! `hub serve`: the monitor, the alert outbox, the regional reconcile and (with `[api]`) the
-//! HTTPS API of one replica, until SIGTERM.
+//! `hub serve`: the monitor, the alert outbox, the lag sampler, the regional reconcile,
+//! (with `[api]`) the HTTPS API and (with `[metrics]`) `/metrics` of one replica, until SIGTERM.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +21,10 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
         channels.insert(c.name.clone(), ch);
     }
     let monitor_db = crate::db::connect_and_migrate(&cfg.database).await?;
+    let transitions_db = crate::db::connect_and_migrate(&cfg.database).await?;
     let outbox_db = crate::db::connect_and_migrate(&cfg.database).await?;
-    let monitor = Arc::new(Monitor::new(&cfg));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let monitor = Arc::new(Monitor::new(&cfg, metrics.clone()));
     let outbox = Outbox {
         replica: cfg.replica_id(),
         channels,
@@ -31,7 +33,11 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let tick = Duration::from_millis(cfg.monitor.tick_ms.max(50));
-    let m = tokio::spawn(monitor.clone().run(monitor_db, tick, stop_rx.clone()));
+    let m = tokio::spawn(
+        monitor
+            .clone()
+            .run(monitor_db, transitions_db, tick, stop_rx.clone()),
+    );
     let mut stop = stop_rx.clone();
     let o = tokio::spawn(async move {
         loop {
@@ -44,7 +50,15 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
             }
         }
     });
+    let metrics_server = match cfg.metrics.listen {
+        Some(listen) => {
+            let db = crate::db::connect_and_migrate(&cfg.database).await?;
+            Some(crate::metrics::serve(listen, metrics, db, stop_rx.clone()).await?)
+        }
+        None => None,
+    };
     let cfg = Arc::new(cfg);
+    let lag = tokio::spawn(crate::lag::run(cfg.clone(), stop_rx.clone()));
     let wake = Arc::new(Notify::new());
     let r = tokio::spawn(crate::regional::run(
         cfg.clone(),
@@ -62,6 +76,10 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
     let _ = m.await;
     let _ = o.await;
     let _ = r.await;
+    let _ = lag.await;
+    if let Some(h) = metrics_server {
+        let _ = h.await;
+    }
     if let Some(a) = api {
         let _ = a.await;
     }

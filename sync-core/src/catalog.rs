@@ -43,7 +43,7 @@ pub struct SubscriptionState {
     pub tables: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SlotState {
     pub slot_type: String,
     pub database: Option<String>,
@@ -52,6 +52,10 @@ pub struct SlotState {
     pub wal_status: Option<String>,
     /// WAL the slot holds back: `pg_current_wal_lsn() - restart_lsn`.
     pub retained_bytes: Option<i64>,
+    /// WAL the subscriber has not confirmed yet: `pg_current_wal_lsn() - confirmed_flush_lsn`.
+    pub lag_bytes: Option<i64>,
+    /// The walsender's `replay_lag` while the slot is in use (NULL once caught up and idle).
+    pub replay_lag_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -185,10 +189,14 @@ pub async fn read_slots(
     let mut slots = BTreeMap::new();
     for r in client
         .query(
-            "SELECT slot_name::text, slot_type, database::text, active, wal_status,
-                    CASE WHEN pg_is_in_recovery() OR restart_lsn IS NULL THEN NULL
-                         ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint END
-               FROM pg_replication_slots",
+            "SELECT s.slot_name::text, s.slot_type, s.database::text, s.active, s.wal_status,
+                    CASE WHEN pg_is_in_recovery() OR s.restart_lsn IS NULL THEN NULL
+                         ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint END,
+                    CASE WHEN pg_is_in_recovery() OR s.confirmed_flush_lsn IS NULL THEN NULL
+                         ELSE greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint END,
+                    extract(epoch FROM r.replay_lag)::float8
+               FROM pg_replication_slots s
+               LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid",
             &[],
         )
         .await?
@@ -201,6 +209,8 @@ pub async fn read_slots(
                 active: r.get(3),
                 wal_status: r.get(4),
                 retained_bytes: r.get(5),
+                lag_bytes: r.get(6),
+                replay_lag_seconds: r.get(7),
             },
         );
     }

@@ -65,6 +65,12 @@ pub struct SlotHealth {
     pub retained_bytes: Option<i64>,
     /// reserved | extended | unreserved | lost
     pub wal_status: Option<String>,
+    /// WAL written here that the subscriber has not confirmed (bytes behind).
+    #[serde(default)]
+    pub lag_bytes: Option<i64>,
+    /// The walsender's replay lag while the subscriber is connected.
+    #[serde(default)]
+    pub replay_lag_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

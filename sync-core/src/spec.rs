@@ -119,6 +119,16 @@ fn origin_any() -> Origin {
 }
 
 /// The design's three layers.
+/// The subscription on `to` that receives from `from`: `<to>_from_<from>`.
+pub fn subscription_name(from: &NodeName, to: &NodeName) -> String {
+    format!("{}_from_{}", to.ident_part(), from.ident_part())
+}
+
+/// Its slot on `from`: `<to>_from_<from>_slot`.
+pub fn slot_name(from: &NodeName, to: &NodeName) -> String {
+    format!("{}_slot", subscription_name(from, to))
+}
+
 pub fn default_groups() -> Vec<TableGroup> {
     let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
     vec![
@@ -416,7 +426,7 @@ impl Topology {
                 Some(v) => format!("pub_{}_{}", group.name, v.replace('-', "_")),
                 None => format!("pub_{}_all", group.name),
             };
-            let mut subscription = format!("{}_from_{}", f.to.ident_part(), f.from.ident_part());
+            let mut subscription = subscription_name(&f.from, &f.to);
             if group.transient {
                 subscription.push_str("_tmp");
             }

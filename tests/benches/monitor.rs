@@ -73,11 +73,34 @@ async fn health(State(e): State<Arc<Edge>>) -> impl IntoResponse {
             Json(serde_json::json!({"status": "unhealthy", "reasons": ["bench"]})),
         )
     } else {
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({"status": "healthy", "reasons": []})),
-        )
+        (StatusCode::OK, Json(healthy_report().clone()))
     }
+}
+
+/// A healthy report the size of a real agent's (one slot, one subscription, tunnel), so the
+/// hub parses what it parses in the field.
+fn healthy_report() -> &'static serde_json::Value {
+    static REPORT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    REPORT.get_or_init(|| {
+        serde_json::json!({
+            "status": "healthy", "reasons": [], "facility_id": "facility-bench-0", "node": "bench-0",
+            "version": "0.1.0", "uptime_seconds": 86400, "checked_at": "2026-11-25T17:00:00.000Z",
+            "schema_version": 3,
+            "postgres": {"up": true, "version": "16.2", "disk_free_bytes": 50_000_000_000u64,
+                         "disk_total_bytes": 64_000_000_000u64, "restarts": 0, "error": null},
+            "replication": {
+                "wal_keep_limit_bytes": 8_589_934_592u64,
+                "slots": [{"name": "us_east_from_bench_0_slot", "active": true, "retained_bytes": 1_048_576,
+                           "wal_status": "reserved", "lag_bytes": 0, "replay_lag_seconds": null}],
+                "subscriptions": [{"name": "bench_0_from_us_east", "enabled": true, "worker_running": true,
+                                   "last_message_at": "2026-11-25T16:59:58.000Z", "last_message_age_seconds": 2.1,
+                                   "apply_errors": 0, "sync_errors": 0, "lag_bytes": 0}]
+            },
+            "reconcile": {"last_run_at": "2026-11-25T16:59:30.000Z", "ok": true, "steps_applied": 0,
+                          "blocked": [], "error": null},
+            "tunnel": {"kind": "wireguard", "up": true, "last_handshake_at": "2026-11-25T16:58:40.000Z"}
+        })
+    })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

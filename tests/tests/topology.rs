@@ -328,17 +328,20 @@ async fn data_moves_in_all_three_directions_without_loops_loss_or_duplicates() -
         "{e:?}"
     );
 
-    for (name, c) in [
-        ("us-east", &us_c),
-        ("eu-central", &eu_c),
-        ("la", &la_c),
-        ("nyc", &nyc_c),
-        ("fra", &fra_c),
+    for (name, c, cluster) in [
+        ("us-east", &us_c, &us),
+        ("eu-central", &eu_c, &eu),
+        ("la", &la_c, &la),
+        ("nyc", &nyc_c, &nyc),
+        ("fra", &fra_c, &fra),
     ] {
+        let log = cluster.log();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
         assert_eq!(
             subscription_errors(c).await?,
             0,
-            "{name} reports subscription errors"
+            "{name} reports subscription errors:\n{}",
+            errors.join("\n")
         );
     }
     let _ = usm_c;

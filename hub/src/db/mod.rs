@@ -14,6 +14,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("0002_enrollment.sql"),
     },
     Migration {
+        version: 3,
+        name: "lag, per-facility contacts and routes, miss counts",
+        sql: include_str!("0003_lag_contacts.sql"),
+    },
+    Migration {
         version: 7,
         name: "cloud fallback: fallbacks, their log, operators, restore tokens",
         sql: include_str!("0007_fallback.sql"),

@@ -4,6 +4,7 @@
 //! an edge rebooting halfway) is finished by the next one.
 
 use anyhow::Context;
+use sync_core::spec::subscription_name;
 use sync_core::sql::ident;
 use sync_core::{FacilityId, NodeName};
 use tokio_postgres::Client;
@@ -155,14 +156,9 @@ async fn subscription_exists(db: &Client, name: &str) -> anyhow::Result<bool> {
         .is_some())
 }
 
-/// `<to>_from_<from>`, as the spec derives it.
-fn subscription_name(to: &NodeName, from: &NodeName) -> String {
-    format!("{}_from_{}", to.ident_part(), from.ident_part())
-}
-
 /// The slot of the edge's restore subscription on the regional (a transient flow's `_tmp`).
 fn restore_slot(edge: &NodeName, regional: &NodeName) -> String {
-    format!("{}_tmp_slot", subscription_name(edge, regional))
+    format!("{}_tmp_slot", subscription_name(regional, edge))
 }
 
 async fn set_mode(cfg: &HubConfig, db: &Client, fb: &Fallback, mode: &str) -> anyhow::Result<()> {
@@ -190,7 +186,7 @@ async fn activating(
     // 1. Without the facility's flows, the reconcile disables the regional's subscription to the
     //    dead edge, detaches it from its slot there (which cannot be dropped: the edge is gone)
     //    and drops it; the master node drops the dead edge's master-data slot.
-    let sub = subscription_name(&cfg.node_name(), &node(&fb.old_node)?);
+    let sub = subscription_name(&node(&fb.old_node)?, &cfg.node_name());
     let subscribed = subscription_exists(db, &sub).await?;
     let (_, blocked) = reconcile_locked(cfg, db).await?;
     if subscription_exists(db, &sub).await? {
@@ -410,7 +406,7 @@ async fn handing_over(
             .context("no rebuilt edge recorded")?,
     )?;
     let regional = cfg.node_name();
-    let up = subscription_name(&regional, &edge);
+    let up = subscription_name(&edge, &regional);
     if !subscription_exists(db, &up).await? {
         let (_, blocked) = reconcile_locked(cfg, db).await?;
         if !subscription_exists(db, &up).await? {
@@ -563,17 +559,18 @@ async fn notify_workers(
     } else {
         return Ok(());
     };
-    let outcome = notice::send(cfg, fb, &subject, &text).await;
+    let to = notice::recipients(&*db, fb).await?;
+    let outcome = notice::send(cfg, &to, &subject, &text).await;
     let detail = match &outcome {
         Ok(None) => {
             "no email channel is configured ([fallback] email_channel): nobody was told".to_string()
         }
         Ok(Some(Delivery::Delivered { provider_id })) => format!(
             "email to {}: {provider_id}",
-            if fb.notify.is_empty() {
+            if to.is_empty() {
                 "the channel's recipients".into()
             } else {
-                fb.notify.join(", ")
+                to.join(", ")
             }
         ),
         Ok(Some(Delivery::Rejected { status, body })) => {

@@ -109,19 +109,38 @@ pub fn restored(fb: &Fallback) -> (String, String) {
     (subject, text)
 }
 
-/// Send to the fallback's workers (or the channel's recipients). `Ok(None)` when no email
-/// channel is configured.
+/// Who is told: the addresses given at activation, else the facility's contacts with an email
+/// address (`hub contacts`), else the email channel's own recipients (an empty list).
+pub async fn recipients(
+    db: &impl tokio_postgres::GenericClient,
+    fb: &Fallback,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    if !fb.notify.is_empty() {
+        return Ok(fb.notify.clone());
+    }
+    Ok(db
+        .query(
+            "SELECT email FROM agog_hub.contacts WHERE facility_id = $1 AND email IS NOT NULL ORDER BY name",
+            &[&fb.facility_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Send to `to` (or the channel's recipients when empty). `Ok(None)` when no email channel is
+/// configured.
 pub async fn send(
     cfg: &HubConfig,
-    fb: &Fallback,
+    to: &[String],
     subject: &str,
     text: &str,
 ) -> Result<Option<Delivery>, String> {
     let Some(email) = channel(cfg)? else {
         return Ok(None);
     };
-    let to = fb
-        .notify
+    let to = to
         .iter()
         .map(|a| a.parse::<Mailbox>().map_err(|e| format!("{a:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;

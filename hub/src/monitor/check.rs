@@ -1,7 +1,12 @@
 //! One health check: `GET <edge>/health` within the timeout; healthy means HTTP 200 and
-//! `status == "healthy"`, exactly as the design says.
+//! `status == "healthy"`, exactly as the design says. The answer also carries what the edge
+//! sees of replication (the regional's slot on it, its master-data subscription): the hub's
+//! lag figures for the edge's side.
 
 use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sync_core::health::SlotHealth;
 
 #[derive(Debug, Clone)]
 pub struct CheckOutcome {
@@ -9,59 +14,123 @@ pub struct CheckOutcome {
     pub latency: Duration,
     /// Why it was not healthy (connection error, timeout, status, the edge's own reasons).
     pub error: Option<String>,
+    /// What the edge reported about replication, when it answered with a readable body.
+    pub report: Option<EdgeReport>,
 }
 
-pub async fn check(client: &reqwest::Client, url: &str, timeout: Duration) -> CheckOutcome {
+/// The replication part of an edge's `/health` that the hub keeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EdgeReport {
+    /// The regional's slot on the edge (operational data going up).
+    pub up_slot: Option<SlotHealth>,
+    /// Seconds since the edge's master-data subscription last heard from its publisher.
+    pub down_age_seconds: Option<f64>,
+}
+
+/// Which names to pick out of the edge's report.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The regional's slot on the edge.
+    pub up_slot: String,
+    /// The edge's subscription to the master-data publisher.
+    pub down_subscription: String,
+}
+
+/// Only the fields the hub reads; the rest of the payload is ignored.
+#[derive(Deserialize)]
+struct Body {
+    status: Option<String>,
+    #[serde(default)]
+    reasons: Vec<String>,
+    replication: Option<Replication>,
+}
+
+#[derive(Deserialize)]
+struct Replication {
+    #[serde(default)]
+    slots: Vec<SlotHealth>,
+    #[serde(default)]
+    subscriptions: Vec<Subscription>,
+}
+
+#[derive(Deserialize)]
+struct Subscription {
+    name: String,
+    last_message_age_seconds: Option<f64>,
+}
+
+pub async fn check(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    names: &Names,
+) -> CheckOutcome {
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, async {
         let resp = client
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("no answer: {}", describe(&e)))?;
+            .map_err(|e| (format!("no answer: {}", describe(&e)), None))?;
         let code = resp.status();
-        let body: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("HTTP {code}, unreadable body: {}", describe(&e)))?;
-        let status = body["status"].as_str().unwrap_or("missing");
+        let bytes = resp.bytes().await.map_err(|e| {
+            (
+                format!("HTTP {code}, unreadable body: {}", describe(&e)),
+                None,
+            )
+        })?;
+        let body: Body = serde_json::from_slice(&bytes)
+            .map_err(|e| (format!("HTTP {code}, unreadable body: {e}"), None))?;
+        let report = body.replication.map(|r| EdgeReport {
+            up_slot: r.slots.into_iter().find(|s| s.name == names.up_slot),
+            down_age_seconds: r
+                .subscriptions
+                .into_iter()
+                .find(|s| s.name == names.down_subscription)
+                .and_then(|s| s.last_message_age_seconds),
+        });
+        let status = body.status.as_deref().unwrap_or("missing");
         if code.as_u16() == 200 && status == "healthy" {
-            Ok(())
+            Ok(report)
         } else {
-            let reasons = body["reasons"].as_array().map(|r| {
-                r.iter()
-                    .filter_map(|v| v.as_str())
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            });
-            Err(format!(
-                "HTTP {}, status {status}{}",
-                code.as_u16(),
-                reasons
-                    .filter(|r| !r.is_empty())
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
+            let reasons = body
+                .reasons
+                .iter()
+                .take(3)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let why = if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {reasons}")
+            };
+            Err((
+                format!("HTTP {}, status {status}{why}", code.as_u16()),
+                report,
             ))
         }
     })
     .await;
     let latency = started.elapsed();
     match result {
-        Ok(Ok(())) => CheckOutcome {
+        Ok(Ok(report)) => CheckOutcome {
             healthy: true,
             latency,
             error: None,
+            report,
         },
-        Ok(Err(e)) => CheckOutcome {
+        Ok(Err((e, report))) => CheckOutcome {
             healthy: false,
             latency,
             error: Some(e),
+            report,
         },
         Err(_) => CheckOutcome {
             healthy: false,
             latency,
             error: Some(format!("no answer within {timeout:?}")),
+            report: None,
         },
     }
 }

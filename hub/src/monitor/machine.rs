@@ -2,9 +2,12 @@
 //! and the time in; the new state and the events to alert on out. The hub stores the state in
 //! its database, so a restart neither re-alerts nor misses a recovery.
 //!
-//! Damping: an edge goes offline only after `offline_after` without a healthy answer (two or
-//! more failed checks, never one), and comes back only after `recover_after` consecutive
-//! healthy checks, so a flapping edge alerts once and recovers once it is stable.
+//! Damping: an edge goes offline only after `offline_misses` consecutive failed checks
+//! (ceil(offline_after / interval), never fewer than two) spanning most of `offline_after`,
+//! and comes back only after `recover_after` consecutive healthy checks, so a flapping edge
+//! alerts once and recovers once it is stable. Counting misses rather than comparing record
+//! times keeps "offline after 60 s" at the second failed 30 s check even when checks are
+//! recorded a little early or late.
 
 use std::time::Duration;
 
@@ -47,6 +50,7 @@ pub struct EdgeState {
     pub last_ok_at: Option<DateTime<Utc>>,
     pub watched_since: DateTime<Utc>,
     pub consecutive_ok: u32,
+    pub consecutive_failed: u32,
     pub offline_since: Option<DateTime<Utc>>,
     pub escalations: u32,
 }
@@ -54,6 +58,8 @@ pub struct EdgeState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub offline_after: Duration,
+    /// The check interval: with `offline_after` it gives how many misses make an outage.
+    pub interval: Duration,
     pub escalate_after: Duration,
     pub recover_after: u32,
 }
@@ -62,9 +68,25 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             offline_after: Duration::from_secs(60),
+            interval: Duration::from_secs(30),
             escalate_after: Duration::from_secs(3600),
             recover_after: 2,
         }
+    }
+}
+
+impl Policy {
+    /// Consecutive failed checks that make an edge offline: ceil(offline_after / interval),
+    /// at least two (one lost packet is not an outage).
+    pub fn offline_misses(&self) -> u32 {
+        let i = self.interval.as_millis().max(1);
+        (self.offline_after.as_millis().div_ceil(i) as u32).max(2)
+    }
+
+    /// The misses must also span most of `offline_after` (half an interval of slack for
+    /// check timing), so an edge first watched a moment ago is not declared offline early.
+    fn outage_span(&self) -> Duration {
+        self.offline_after.saturating_sub(self.interval / 2)
     }
 }
 
@@ -98,6 +120,7 @@ pub fn step(
     if healthy {
         n.last_ok_at = Some(now);
         n.consecutive_ok = s.consecutive_ok.saturating_add(1);
+        n.consecutive_failed = 0;
         return match s.state {
             State::Unknown | State::Online => {
                 n.state = State::Online;
@@ -120,10 +143,12 @@ pub fn step(
         };
     }
     n.consecutive_ok = 0;
+    n.consecutive_failed = s.consecutive_failed.saturating_add(1);
     match s.state {
         State::Unknown | State::Online => {
             let since = s.last_ok_at.unwrap_or(s.watched_since);
-            if elapsed(since, now) >= p.offline_after {
+            if n.consecutive_failed >= p.offline_misses() && elapsed(since, now) >= p.outage_span()
+            {
                 n.state = State::Offline;
                 n.offline_since = Some(since);
                 (n, Some(Event::Offline { since }))
@@ -159,6 +184,7 @@ mod tests {
             last_ok_at: None,
             watched_since: t(0),
             consecutive_ok: 0,
+            consecutive_failed: 0,
             offline_since: None,
             escalations: 0,
         }
@@ -246,6 +272,23 @@ mod tests {
         // An edge answering every other check while online never goes offline.
         let (s, ev) = run(&[true, false, true, false, true, false, true]);
         assert!(ev.is_empty() && s.state == State::Online, "{ev:?}");
+    }
+
+    #[test]
+    fn a_check_recorded_early_still_counts_as_the_second_miss() {
+        let p = Policy::default();
+        let mut s = fresh();
+        (s, _) = step(&s, true, t(0), &p);
+        (s, _) = step(&s, false, t(29), &p);
+        let (s, ev) = step(&s, false, t(57), &p);
+        assert_eq!(ev, Some(Event::Offline { since: t(0) }));
+        assert_eq!(s.consecutive_failed, 2);
+        assert_eq!(Policy::default().offline_misses(), 2);
+        let slow = Policy {
+            interval: Duration::from_secs(10),
+            ..Policy::default()
+        };
+        assert_eq!(slow.offline_misses(), 6);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Delivering the alert outbox. Any replica claims due rows (SKIP LOCKED, with a lease) and
 //! sends each on its channel concurrently, so one slow or failing channel never delays another.
-//! A row is enqueued once per incident, event and channel (a unique key), and claimed by one
+//! A row is enqueued once per incident, event, channel and recipient (a unique key), and claimed by one
 //! replica at a time; a replica that dies between sending and recording leaves the row to be
 //! re-sent after its lease expires (PagerDuty's dedup_key makes that harmless there).
 
@@ -25,7 +25,11 @@ struct Claimed {
     id: i64,
     event: String,
     channel: String,
+    /// '' for the channel's own target, else a contact or the facility's route.
+    recipient: String,
     attempts: i32,
+    kind: String,
+    detail: Option<String>,
     facility: Facility,
     since: DateTime<Utc>,
     level: i32,
@@ -49,7 +53,8 @@ impl Outbox {
                    FROM due, agog_hub.incidents i, agog_hub.edges e
                   WHERE a.id = due.id AND i.id = a.incident_id AND e.facility_id = a.facility_id
                  RETURNING a.id, a.event, a.channel, a.attempts, e.facility_id, e.display_name, e.region,
-                           i.since, e.escalations, coalesce(i.closed_at, i.escalated_at, now())",
+                           i.since, e.escalations, coalesce(i.closed_at, i.escalated_at, now()),
+                           a.recipient, i.kind, i.detail",
                 &[&self.replica, &LEASE.as_secs_f64()],
             )
             .await?;
@@ -68,6 +73,9 @@ impl Outbox {
                 since: r.get(7),
                 level: r.get(8),
                 at: r.get(9),
+                recipient: r.get(10),
+                kind: r.get(11),
+                detail: r.get(12),
             })
             .collect();
         let sends = claimed
@@ -92,7 +100,12 @@ impl Outbox {
                 body: format!("channel {:?} is not configured on this hub", c.channel),
             };
         };
-        let incident = match Incident::new(c.facility.clone(), c.since) {
+        let made = if c.kind == "lag" {
+            Incident::lag(c.facility.clone(), c.since)
+        } else {
+            Incident::new(c.facility.clone(), c.since)
+        };
+        let incident = match made {
             Ok(i) => i,
             Err(e) => {
                 return Delivery::Rejected {
@@ -104,9 +117,11 @@ impl Outbox {
         let alert = match c.event.as_str() {
             "offline" => incident.offline(),
             "escalated" => incident.escalated(c.level.max(1) as u32, c.at),
+            "lag" => incident.lagging(c.detail.as_deref().unwrap_or("over the threshold"), c.at),
+            "lag_cleared" => incident.lag_cleared(c.at),
             _ => incident.recovered(c.at),
         };
-        channel.send(&alert).await
+        channel.send_to(&alert, &c.recipient).await
     }
 
     async fn record(&self, db: &Client, c: &Claimed, d: &Delivery) -> anyhow::Result<()> {

@@ -27,6 +27,14 @@ pub enum AlertEvent {
     Recovered {
         outage: Duration,
     },
+    /// Replication in one or both directions is behind its thresholds; `detail` says which.
+    Lagging {
+        detail: String,
+    },
+    /// Caught up again after `lasted`.
+    LagCleared {
+        lasted: Duration,
+    },
 }
 
 /// PagerDuty's four severities; the other channels map them to colours and words.
@@ -57,6 +65,8 @@ impl Severity {
 pub struct Incident {
     pub facility: Facility,
     pub since: DateTime<Utc>,
+    /// "offline" (an outage) or "lag" (replication behind): part of the key.
+    pub kind: &'static str,
 }
 
 /// PagerDuty's limit on dedup_key.
@@ -81,7 +91,11 @@ impl Incident {
                 return Err(AlertError::Empty { field });
             }
         }
-        let inc = Incident { facility, since };
+        let inc = Incident {
+            facility,
+            since,
+            kind: "offline",
+        };
         let key = inc.key();
         if key.chars().count() > MAX_INCIDENT_KEY_LEN {
             return Err(AlertError::KeyTooLong(key));
@@ -89,14 +103,59 @@ impl Incident {
         Ok(inc)
     }
 
-    /// Stable across restarts and replicas: derived only from the facility and the start of
-    /// the outage.
+    /// A lag episode instead of an outage (its own key, so it never resolves an outage).
+    pub fn lag(facility: Facility, since: DateTime<Utc>) -> Result<Self, AlertError> {
+        let mut inc = Incident::new(facility, since)?;
+        inc.kind = "lag";
+        Ok(inc)
+    }
+
+    /// Stable across restarts and replicas: derived only from the facility, the kind and the
+    /// start of the incident.
     pub fn key(&self) -> String {
         format!(
-            "agog/{}/{}/offline/{}",
+            "agog/{}/{}/{}/{}",
             self.facility.region,
             self.facility.id,
+            self.kind,
             self.since.timestamp()
+        )
+    }
+
+    pub fn lagging(&self, detail: &str, at: DateTime<Utc>) -> Alert {
+        let f = &self.facility;
+        self.alert(
+            AlertEvent::Lagging {
+                detail: detail.to_string(),
+            },
+            Severity::Warning,
+            at,
+            format!("{} ({}) replication is behind: {detail}", f.name, f.id),
+            [
+                "Check the edge's link quality and its /health (edge-agent status)",
+                "Check the regional database's load and the subscription's errors (hub edges)",
+                "If the edge keeps growing WAL, check its free disk space",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+    }
+
+    pub fn lag_cleared(&self, at: DateTime<Utc>) -> Alert {
+        let f = &self.facility;
+        let lasted = outage(self.since, at);
+        self.alert(
+            AlertEvent::LagCleared { lasted },
+            Severity::Info,
+            at,
+            format!(
+                "{} ({}) replication caught up at {} after {} behind",
+                f.name,
+                f.id,
+                rfc3339(at),
+                human_duration(lasted)
+            ),
+            vec![],
         )
     }
 
@@ -197,11 +256,16 @@ impl Alert {
             AlertEvent::Offline { .. } => "OFFLINE",
             AlertEvent::Escalated { .. } => "ESCALATED",
             AlertEvent::Recovered { .. } => "RECOVERED",
+            AlertEvent::Lagging { .. } => "LAGGING",
+            AlertEvent::LagCleared { .. } => "CAUGHT UP",
         }
     }
 
     pub fn is_recovery(&self) -> bool {
-        matches!(self.event, AlertEvent::Recovered { .. })
+        matches!(
+            self.event,
+            AlertEvent::Recovered { .. } | AlertEvent::LagCleared { .. }
+        )
     }
 
     /// One line for titles, subjects and notification fallbacks.
@@ -242,6 +306,10 @@ impl Alert {
                 facts.push(("Escalation level", level.to_string()));
             }
             AlertEvent::Recovered { outage } => facts.push(("Outage", human_duration(*outage))),
+            AlertEvent::Lagging { detail } => facts.push(("Lag", detail.clone())),
+            AlertEvent::LagCleared { lasted } => {
+                facts.push(("Behind for", human_duration(*lasted)))
+            }
         }
         facts.push(("Incident", self.incident_key.clone()));
         facts
@@ -300,6 +368,22 @@ mod tests {
         let keys = [inc.offline(), inc.escalated(1, at), inc.recovered(at)].map(|a| a.incident_key);
         assert_eq!(keys[0], "agog/us-west/la-01/offline/1772376300");
         assert!(keys.iter().all(|k| k == &keys[0]));
+    }
+
+    #[test]
+    fn a_lag_episode_has_its_own_key_and_resolves_as_a_recovery() {
+        let f = incident().facility;
+        let lag = Incident::lag(f, Utc.with_ymd_and_hms(2026, 3, 1, 15, 0, 0).unwrap()).unwrap();
+        assert_eq!(lag.key(), "agog/us-west/la-01/lag/1772377200");
+        let a = lag.lagging("operational data 7min behind", lag.since);
+        assert_eq!(a.headline(), "LAGGING: LA Plant (la-01) in us-west");
+        assert!(!a.is_recovery());
+        let c = lag.lag_cleared(lag.since + chrono::Duration::minutes(12));
+        assert!(
+            c.is_recovery() && c.message.contains("after 12min behind"),
+            "{}",
+            c.message
+        );
     }
 
     #[test]

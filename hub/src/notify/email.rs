@@ -174,11 +174,23 @@ impl Email {
     }
 
     pub fn message(&self, alert: &Alert) -> Result<Message, String> {
+        self.message_to(alert, "")
+    }
+
+    /// To the facility contact `recipient` alone ('' = the configured recipients).
+    pub fn message_to(&self, alert: &Alert, recipient: &str) -> Result<Message, String> {
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(Self::subject(alert));
-        for to in &self.to {
-            b = b.to(to.clone());
+        if recipient.is_empty() {
+            for to in &self.to {
+                b = b.to(to.clone());
+            }
+        } else {
+            let to: Mailbox = recipient
+                .parse()
+                .map_err(|e| format!("recipient {recipient:?}: {e}"))?;
+            b = b.to(to);
         }
         b.multipart(MultiPart::alternative_plain_html(
             Self::text_body(alert),
@@ -213,7 +225,11 @@ impl Email {
     }
 
     pub async fn send(&self, alert: &Alert) -> Delivery {
-        let message = match self.message(alert) {
+        self.send_to(alert, "").await
+    }
+
+    pub async fn send_to(&self, alert: &Alert, recipient: &str) -> Delivery {
+        let message = match self.message_to(alert, recipient) {
             Ok(m) => m,
             Err(e) => {
                 return Delivery::Failed {

@@ -38,6 +38,22 @@ pub fn parse_url(what: &str, s: &str) -> Result<reqwest::Url, ConfigError> {
     Ok(url)
 }
 
+/// The URL to post to: the configured one for '', else the facility's own webhook.
+/// A bad one is rejected (not retried): it will not get better.
+pub fn target_url(
+    configured: &reqwest::Url,
+    what: &str,
+    recipient: &str,
+) -> Result<reqwest::Url, super::Delivery> {
+    if recipient.is_empty() {
+        return Ok(configured.clone());
+    }
+    parse_url(what, recipient).map_err(|e| super::Delivery::Rejected {
+        status: 0,
+        body: e.to_string(),
+    })
+}
+
 /// A webhook URL fit for logs and Debug: scheme, host and port; the path is the secret.
 pub fn redacted(url: &reqwest::Url) -> String {
     format!("{}://{}/***", url.scheme(), url.host_str().unwrap_or("?"))

@@ -55,6 +55,34 @@ pub enum ChannelConfig {
     Email(email::EmailConfig),
 }
 
+impl ChannelConfig {
+    /// The kind's name as in the config (`kind = "..."`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelConfig::Pagerduty(_) => "pagerduty",
+            ChannelConfig::Slack(_) => "slack",
+            ChannelConfig::Teams(_) => "teams",
+            ChannelConfig::TwilioSms(_) => "twilio_sms",
+            ChannelConfig::TwilioVoice(_) => "twilio_voice",
+            ChannelConfig::Email(_) => "email",
+        }
+    }
+}
+
+/// Whether `target` can be a facility's own route on a channel of `kind`: a webhook URL for
+/// Slack and Teams, an integration key for PagerDuty. People (phones, emails) are contacts.
+pub fn check_route(kind: &str, target: &str) -> Result<(), String> {
+    match kind {
+        "slack" | "teams" => http::parse_url(&format!("{kind} webhook"), target)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "pagerduty" => pagerduty::check_routing_key(target),
+        other => Err(format!(
+            "a {other} channel reaches the facility's contacts (hub contacts add), not a route"
+        )),
+    }
+}
+
 /// A ready channel (config validated, client built).
 #[derive(Debug)]
 pub enum Channel {
@@ -90,13 +118,19 @@ impl Channel {
     }
 
     pub async fn send(&self, alert: &Alert) -> Delivery {
+        self.send_to(alert, "").await
+    }
+
+    /// To one recipient: '' is the channel's own target from the config; otherwise a
+    /// facility's webhook or routing key, or a contact's number or address.
+    pub async fn send_to(&self, alert: &Alert, recipient: &str) -> Delivery {
         match self {
-            Channel::PagerDuty(c) => c.send(alert).await,
-            Channel::Slack(c) => c.send(alert).await,
-            Channel::Teams(c) => c.send(alert).await,
-            Channel::TwilioSms(c) => c.send(alert).await,
-            Channel::TwilioVoice(c) => c.send(alert).await,
-            Channel::Email(c) => c.send(alert).await,
+            Channel::PagerDuty(c) => c.send_to(alert, recipient).await,
+            Channel::Slack(c) => c.send_to(alert, recipient).await,
+            Channel::Teams(c) => c.send_to(alert, recipient).await,
+            Channel::TwilioSms(c) => c.send_to(alert, recipient).await,
+            Channel::TwilioVoice(c) => c.send_to(alert, recipient).await,
+            Channel::Email(c) => c.send_to(alert, recipient).await,
         }
     }
 }

@@ -37,12 +37,7 @@ pub struct PagerDuty {
 
 impl PagerDuty {
     pub fn new(cfg: PagerDutyConfig) -> Result<Self, ConfigError> {
-        let key = cfg.routing_key.expose();
-        if key.len() != 32 || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(ConfigError::Invalid(
-                "pagerduty.routing_key must be the 32-character integration key".into(),
-            ));
-        }
+        check_routing_key(cfg.routing_key.expose()).map_err(ConfigError::Invalid)?;
         cfg.retry.validate()?;
         let enqueue_url = parse_url("pagerduty.base_url", &cfg.base_url)?
             .join("/v2/enqueue")
@@ -57,7 +52,10 @@ impl PagerDuty {
 
     /// The event PagerDuty gets for this alert.
     pub fn event(&self, alert: &Alert) -> Value {
-        let routing_key = self.cfg.routing_key.expose();
+        self.event_for(alert, self.cfg.routing_key.expose())
+    }
+
+    fn event_for(&self, alert: &Alert, routing_key: &str) -> Value {
         if alert.is_recovery() {
             return json!({
                 "routing_key": routing_key,
@@ -92,14 +90,26 @@ impl PagerDuty {
                 "timestamp": alert.at.to_rfc3339_opts(SecondsFormat::Millis, true),
                 "component": "edge-box",
                 "group": f.region,
-                "class": "facility_offline",
+                "class": if matches!(alert.event, AlertEvent::Lagging { .. }) { "replication_lag" } else { "facility_offline" },
                 "custom_details": details,
             },
         })
     }
 
     pub async fn send(&self, alert: &Alert) -> Delivery {
-        let event = self.event(alert);
+        self.send_to(alert, "").await
+    }
+
+    /// With the facility's own routing key `recipient` ('' = the configured one).
+    pub async fn send_to(&self, alert: &Alert, recipient: &str) -> Delivery {
+        let key = if recipient.is_empty() {
+            self.cfg.routing_key.expose()
+        } else if let Err(e) = check_routing_key(recipient) {
+            return Delivery::Rejected { status: 0, body: e };
+        } else {
+            recipient
+        };
+        let event = self.event_for(alert, key);
         deliver_with_retry(&self.cfg.retry, "pagerduty", || async {
             let resp = self
                 .client
@@ -113,6 +123,14 @@ impl PagerDuty {
         })
         .await
     }
+}
+
+/// An Events API v2 integration key: 32 letters and digits.
+pub fn check_routing_key(key: &str) -> Result<(), String> {
+    if key.len() != 32 || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err("pagerduty.routing_key must be the 32-character integration key".into());
+    }
+    Ok(())
 }
 
 /// A 2xx only counts with `{"status":"success","dedup_key":...}`.

@@ -81,11 +81,20 @@ impl Slack {
     }
 
     pub async fn send(&self, alert: &Alert) -> Delivery {
+        self.send_to(alert, "").await
+    }
+
+    /// To the facility's own webhook `recipient` ('' = the configured one).
+    pub async fn send_to(&self, alert: &Alert, recipient: &str) -> Delivery {
+        let url = match super::http::target_url(&self.url, "slack webhook", recipient) {
+            Ok(u) => u,
+            Err(d) => return d,
+        };
         let body = self.message(alert);
         deliver_with_retry(&self.cfg.retry, "slack", || async {
             let resp = self
                 .client
-                .post(self.url.clone())
+                .post(url.clone())
                 .json(&body)
                 .send()
                 .await

@@ -112,6 +112,20 @@ impl Account {
         })
     }
 
+    /// The number to call or text: the contact's, or the configured one for ''.
+    fn to<'a>(&'a self, recipient: &'a str) -> Result<&'a str, Delivery> {
+        if recipient.is_empty() {
+            Ok(&self.to)
+        } else if is_e164(recipient) {
+            Ok(recipient)
+        } else {
+            Err(Delivery::Rejected {
+                status: 0,
+                body: format!("{recipient:?} is not an E.164 number like +14155550100"),
+            })
+        }
+    }
+
     /// POST the form to `/2010-04-01/Accounts/{sid}/{resource}`; the created `sid` on 201.
     async fn create(&self, what: &str, resource: &str, form: &[(&str, &str)]) -> Delivery {
         let url = match self
@@ -183,12 +197,21 @@ impl TwilioSms {
     }
 
     pub async fn send(&self, alert: &Alert) -> Delivery {
+        self.send_to(alert, "").await
+    }
+
+    /// To the facility contact's number `recipient` ('' = the configured one).
+    pub async fn send_to(&self, alert: &Alert, recipient: &str) -> Delivery {
         let body = Self::body(alert);
         let a = &self.account;
+        let to = match a.to(recipient) {
+            Ok(t) => t,
+            Err(d) => return d,
+        };
         a.create(
             "twilio_sms",
             "Messages.json",
-            &[("To", &a.to), ("From", &a.from), ("Body", &body)],
+            &[("To", to), ("From", &a.from), ("Body", &body)],
         )
         .await
     }
@@ -249,7 +272,16 @@ impl TwilioVoice {
     }
 
     pub async fn send(&self, alert: &Alert) -> Delivery {
+        self.send_to(alert, "").await
+    }
+
+    /// To the facility's primary contact `recipient` ('' = the configured number).
+    pub async fn send_to(&self, alert: &Alert, recipient: &str) -> Delivery {
         let a = &self.account;
+        let to = match a.to(recipient) {
+            Ok(t) => t,
+            Err(d) => return d,
+        };
         // Exactly one of Url or Twiml.
         let (field, value) = match &self.twiml_url {
             Some(url) => ("Url", url.to_string()),
@@ -258,7 +290,7 @@ impl TwilioVoice {
         a.create(
             "twilio_voice",
             "Calls.json",
-            &[("To", &a.to), ("From", &a.from), (field, &value)],
+            &[("To", to), ("From", &a.from), (field, &value)],
         )
         .await
     }
