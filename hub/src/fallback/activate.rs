@@ -148,6 +148,9 @@ pub async fn activate(cfg: &HubConfig, req: Request) -> Result<Activated, Refusa
         )
         .await?
         .ok_or_else(|| unknown_facility(&facility))?;
+    // Under the regional lock from here: `hub serve`'s driver must not take up the new row
+    // between its insert and this request's own steps.
+    let lock = driver::RegionalLock::take(cfg).await?;
     let (resumed, mut fb) = match record::open(&db, facility.as_str()).await? {
         Some(fb) if fb.phase == Phase::Activating => (true, fb),
         Some(fb) => return Err(already(&fb)),
@@ -213,7 +216,6 @@ pub async fn activate(cfg: &HubConfig, req: Request) -> Result<Activated, Refusa
     // The workspace password is made here and shown once; the workspace gets it whether it is
     // created now or was created by the interrupted attempt.
     let password = crate::enroll::new_password();
-    let lock = driver::RegionalLock::take(cfg).await?;
     let r = driver::advance(cfg, &mut db, &mut fb, &req.operator, Some(&password)).await;
     drop(lock);
     if let Err(e) = r {

@@ -116,13 +116,6 @@ pub async fn advance(
         notify_workers(cfg, db, fb, actor).await?;
         match done {
             Some((next, detail)) => {
-                if next == Phase::Restored {
-                    db.execute(
-                        "UPDATE agog_hub.fallbacks SET restored_at = now() WHERE id = $1",
-                        &[&fb.id],
-                    )
-                    .await?;
-                }
                 record::set_phase(&*db, fb, next, actor, &detail).await?;
                 if next == Phase::Restored {
                     // Normal flows again: the emptied restore publication and its slot go.

@@ -270,7 +270,7 @@ pub async fn history(
         .collect())
 }
 
-/// Move to `phase` and log it.
+/// Move to `phase` and log it, in one statement (a reader never sees one without the other).
 pub async fn set_phase(
     db: &impl GenericClient,
     fb: &mut Fallback,
@@ -278,16 +278,23 @@ pub async fn set_phase(
     actor: &str,
     detail: &str,
 ) -> Result<(), tokio_postgres::Error> {
+    tracing::info!(facility = %fb.facility_id, fallback = fb.id, actor, phase = phase.as_str(), detail, "cloud fallback");
     db.execute(
-        "UPDATE agog_hub.fallbacks SET phase = $2, waiting_for = NULL, updated_at = now() WHERE id = $1",
-        &[&fb.id, &phase.as_str()],
+        "WITH moved AS (
+             UPDATE agog_hub.fallbacks
+                SET phase = $2, waiting_for = NULL, updated_at = now(),
+                    restored_at = CASE WHEN $2 = 'restored' THEN now() ELSE restored_at END
+              WHERE id = $1 RETURNING id, facility_id)
+         INSERT INTO agog_hub.fallback_log (fallback_id, facility_id, actor, step, detail)
+         SELECT id, facility_id, $3, $2, $4 FROM moved",
+        &[&fb.id, &phase.as_str(), &actor, &detail],
     )
     .await?;
     fb.phase = phase;
     fb.mode = phase.mode();
     fb.alerts_silenced = phase.alerts_silenced();
     fb.waiting_for = None;
-    log(db, fb, actor, phase.as_str(), detail).await
+    Ok(())
 }
 
 /// What the driver waits for now (None: nothing).
