@@ -167,6 +167,10 @@ pub struct UpstreamConfig {
     pub replication_role: String,
     /// Its password (written by enrollment; 0600).
     pub replication_password_file: PathBuf,
+    /// Set on a box rebuilt after a cloud fallback (enrolled with a restore token): how it
+    /// subscribes to the regional's restore publication of its facility's rows.
+    #[serde(default)]
+    pub restore_conninfo: Option<String>,
 }
 
 fn default_replication_role() -> String {
@@ -187,6 +191,10 @@ impl EdgeConfig {
             u.master_conninfo
                 .parse::<tokio_postgres::Config>()
                 .map_err(|e| format!("upstream.master_conninfo is invalid: {e}"))?;
+            if let Some(r) = &u.restore_conninfo {
+                r.parse::<tokio_postgres::Config>()
+                    .map_err(|e| format!("upstream.restore_conninfo is invalid: {e}"))?;
+            }
             if !u
                 .replication_role
                 .chars()

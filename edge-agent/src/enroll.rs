@@ -96,6 +96,7 @@ pub fn apply(cfg: &mut EdgeConfig, en: &Enrollment) {
         master_conninfo: r.master_conninfo.clone(),
         replication_role: DEFAULT_REPLICATION_USER.into(),
         replication_password_file: state_dir(e).join(PASSWORD_FILE),
+        restore_conninfo: r.restore_conninfo.clone(),
     });
 }
 
@@ -108,6 +109,11 @@ fn check_matches(cfg: &EdgeConfig, r: &EnrollResponse) -> Result<(), String> {
     }
     if r.master_conninfo.parse::<tokio_postgres::Config>().is_err() {
         return Err("the hub's master_conninfo is not a connection string".into());
+    }
+    if let Some(c) = &r.restore_conninfo {
+        if c.parse::<tokio_postgres::Config>().is_err() {
+            return Err("the hub's restore_conninfo is not a connection string".into());
+        }
     }
     Ok(())
 }

@@ -20,7 +20,9 @@ pub fn edge_topology(cfg: &EdgeConfig) -> Result<Topology, String> {
     let mut flows = Vec::new();
     if let Some(up) = &cfg.upstream {
         let shared = up.master_node == up.regional_node;
-        // The agent never connects to the regional as admin; its entry only names the subscriber.
+        // The agent never connects to the regional as admin; its entry names the subscriber,
+        // and after a cloud fallback the publisher of the restore (reached with the
+        // restore conninfo, which in the shared layout is the master conninfo).
         nodes.push(NodeSpec {
             name: up.regional_node.clone(),
             kind: NodeKind::Regional,
@@ -32,7 +34,7 @@ pub fn edge_topology(cfg: &EdgeConfig) -> Result<Topology, String> {
             } else {
                 format!("host={} dbname=agog", up.regional_address)
             },
-            replication: None,
+            replication: up.restore_conninfo.clone().filter(|_| !shared),
         });
         if !shared {
             nodes.push(NodeSpec {
@@ -52,9 +54,18 @@ pub fn edge_topology(cfg: &EdgeConfig) -> Result<Topology, String> {
         });
         flows.push(FlowSpec {
             from: up.master_node.clone(),
-            to: me,
+            to: me.clone(),
             group: "master".into(),
         });
+        // A rebuilt box takes its facility's rows back from the regional: a transient flow,
+        // subscribed while the regional publishes it (ARCHITECTURE.md, "Cloud fallback").
+        if up.restore_conninfo.is_some() {
+            flows.push(FlowSpec {
+                from: up.regional_node.clone(),
+                to: me,
+                group: sync_core::spec::RESTORE_GROUP.into(),
+            });
+        }
     }
     Topology::build(default_groups(), nodes, flows).map_err(|e| e.to_string())
 }

@@ -1,5 +1,6 @@
 //! The hub's HTTPS API: rustls with the ring provider (TLS 1.2 and 1.3), certificate and key
-//! from PEM files, axum on axum-server. Today one endpoint: `POST /api/v1/enroll`.
+//! from PEM files, axum on axum-server. `POST /api/v1/enroll`, and the cloud fallback's
+//! endpoints under `/api/v1/fallback` (`fallback::api`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,7 +52,11 @@ pub fn tls_config(api: &ApiConfig) -> anyhow::Result<rustls::ServerConfig> {
 pub fn router(cfg: Arc<HubConfig>, reconcile: Arc<Notify>) -> Router {
     Router::new()
         .route(ENROLL_PATH, post(enroll))
-        .with_state(ApiState { cfg, reconcile })
+        .with_state(ApiState {
+            cfg: cfg.clone(),
+            reconcile,
+        })
+        .merge(crate::fallback::api::router(cfg))
 }
 
 /// Serve until `stop`; fails at once on a bad certificate or an address in use.

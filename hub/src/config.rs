@@ -39,6 +39,9 @@ pub struct HubConfig {
     pub lag: LagConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Cloud fallback: the workspace address, the channel that tells workers.
+    #[serde(default)]
+    pub fallback: crate::fallback::config::FallbackConfig,
 }
 
 /// `[metrics]`: Prometheus scrapes `GET /metrics` on `listen` (plain HTTP). Off when absent.
@@ -221,6 +224,7 @@ impl HubConfig {
         if cfg.api.is_some() && cfg.regional_address.is_none() {
             return Err("regional_address is required with [api] (edges let the regional in from this address only)".into());
         }
+        cfg.fallback.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for c in &cfg.alerts.channels {
             if !names.insert(&c.name) {

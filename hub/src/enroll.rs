@@ -401,7 +401,7 @@ pub async fn enroll(
         .map_err(db_unavailable("start a transaction"))?;
     let row = tx
         .query_opt(
-            "SELECT id, facility_id, tenant_id, expires_at <= now(), used_at, used_by, revoked_at IS NOT NULL
+            "SELECT id, facility_id, tenant_id, expires_at <= now(), used_at, used_by, revoked_at IS NOT NULL, purpose
                FROM agog_hub.bootstrap_tokens WHERE token_sha256 = $1 FOR UPDATE",
             &[&token_hash(&req.token)],
         )
@@ -446,16 +446,30 @@ pub async fn enroll(
             ),
         ));
     }
+    let purpose: String = row.get(7);
     if token_facility != v.facility.as_str() {
         return Err(Refusal::new(
             403,
             "facility_mismatch",
-            format!(
-                "bootstrap token {token_id} is for another facility, not {}",
-                v.facility
-            ),
+            if purpose == crate::fallback::restore::PURPOSE_RESTORE {
+                format!(
+                    "restore token {token_id} restores {token_facility}, not {}: a restore token only enrolls the rebuilt edge of the facility it was made for (is the box configured with the wrong facility?)",
+                    v.facility
+                )
+            } else {
+                format!(
+                    "bootstrap token {token_id} is for another facility, not {}",
+                    v.facility
+                )
+            },
         ));
     }
+    // Cloud fallback: a restore token needs the facility in fallback, a bootstrap token
+    // must not enroll one that is.
+    let restoring =
+        crate::fallback::restore::check_enrollment(&tx, &purpose, token_id, v.facility.as_str())
+            .await
+            .map_err(|r| Refusal::new(r.status, r.error, r.message))?;
     let tenant = TenantId::parse(&tenant)
         .map_err(|e| Refusal::unavailable(format!("the token's tenant is invalid: {e}")))?;
     let taken = tx
@@ -489,6 +503,23 @@ pub async fn enroll(
         .map_err(db_unavailable(
             "create the edge's role on the master-data publisher (is its schema installed yet?)",
         ))?;
+    if restoring.is_some() {
+        // The rebuilt edge reads its facility's rows on the regional with the same role.
+        let mut regional = sync_core::connect(&cfg.database)
+            .await
+            .map_err(db_unavailable("reach its database"))?;
+        crate::fallback::restore::grant_access(
+            cfg,
+            &mut regional,
+            &v.facility,
+            &role,
+            &role_password,
+        )
+        .await
+        .map_err(db_unavailable(
+            "give the rebuilt edge read access to its facility's rows",
+        ))?;
+    }
 
     let name = tx
         .query_one(
@@ -545,10 +576,21 @@ pub async fn enroll(
     )
     .await
     .map_err(db_unavailable("record the enrollment"))?;
+    if let Some(fb) = &restoring {
+        crate::fallback::restore::mark_restoring(&tx, fb, v.node.as_str(), &used_by)
+            .await
+            .map_err(db_unavailable("record the restore"))?;
+    }
     tx.commit()
         .await
         .map_err(db_unavailable("commit the enrollment"))?;
-    tracing::info!(facility = %v.facility, node = %v.node, token_id, peer = ?peer, "edge enrolled");
+    tracing::info!(facility = %v.facility, node = %v.node, token_id, peer = ?peer, restore = restoring.is_some(), "edge enrolled");
+    let master_conninfo = format!(
+        "{} user={} password={}",
+        cfg.master_replication(),
+        conninfo_value(&role),
+        conninfo_value(&role_password)
+    );
     Ok(EnrollResponse {
         facility_id: v.facility,
         tenant_id: tenant,
@@ -556,12 +598,10 @@ pub async fn enroll(
         node: v.node,
         regional_node: cfg.node_name(),
         master_node: cfg.master_node(),
-        master_conninfo: format!(
-            "{} user={} password={}",
-            cfg.master_replication(),
-            conninfo_value(&role),
-            conninfo_value(&role_password)
-        ),
+        restore_conninfo: restoring.as_ref().map(|_| {
+            crate::fallback::restore::restore_conninfo(cfg, &master_conninfo, &role, &role_password)
+        }),
+        master_conninfo,
         regional_address,
         hub_time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
@@ -584,6 +624,12 @@ pub async fn decommission(
     let Some(row) = row else {
         anyhow::bail!("no edge for facility {facility} (see `hub edges`)");
     };
+    if let Some(fb) = crate::fallback::record::open(&*db, facility.as_str()).await? {
+        anyhow::bail!(
+            "facility {facility} is in cloud fallback (phase {}): its workspace and its restore need the edge's record; restore it onto a rebuilt edge first (`hub fallback status {facility}`)",
+            fb.phase.as_str()
+        );
+    }
     let node: String = row.get(0);
     if let Some(role) = row.get::<_, Option<String>>(1) {
         let master = sync_core::connect(cfg.master_admin()).await.map_err(|e| {
@@ -598,6 +644,15 @@ pub async fn decommission(
                 sync_core::apply::describe(&e)
             )
         })?;
+        if cfg.separate_master() {
+            // A restored edge also has the role on the regional (its restore access).
+            drop_master_role(db, &role).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "drop role {role} on the regional: {}",
+                    sync_core::apply::describe(&e)
+                )
+            })?;
+        }
     }
     let tx = db.transaction().await?;
     tx.execute(

@@ -6,6 +6,7 @@ pub mod config;
 pub mod contacts;
 pub mod db;
 pub mod enroll;
+pub mod fallback;
 pub mod lag;
 pub mod metrics;
 pub mod monitor;

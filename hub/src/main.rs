@@ -36,6 +36,12 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Cloud fallback: a destroyed facility works from a workspace in the regional database
+    /// until a rebuilt edge takes everything back.
+    Fallback {
+        #[command(subcommand)]
+        action: hub::fallback::cli::Action,
+    },
     /// The alert delivery log, newest first: channel, recipient, outcome, time.
     Alerts {
         #[arg(long)]
@@ -207,6 +213,18 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             match token(&cfg, action).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Fallback { action } => {
+            let Some(cfg) = load_config(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            match hub::fallback::cli::run(&cfg, action).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

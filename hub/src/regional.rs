@@ -6,12 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use sync_core::spec::{default_groups, FlowSpec, NodeKind, NodeSpec, Topology};
 use sync_core::{FacilityId, NodeName, TenantId};
 use tokio::sync::{watch, Notify};
 use tokio_postgres::Client;
 
 use crate::config::HubConfig;
+use crate::fallback::shape::Shape;
 
 /// Held by the replica that drives the regional side ("AGOGHUBR"). Not the reconciler's own
 /// lock key: `reconcile_node` takes that one on another session of the same database.
@@ -70,6 +73,17 @@ pub fn build_topology(
     static_spec: Option<&Topology>,
     edges: &[EnrolledEdge],
 ) -> anyhow::Result<Topology> {
+    build_topology_with(cfg, static_spec, edges, &BTreeMap::new())
+}
+
+/// The same, with the facilities in cloud fallback shaped as their phase says
+/// (`fallback::shape`): keyed by facility id.
+pub fn build_topology_with(
+    cfg: &HubConfig,
+    static_spec: Option<&Topology>,
+    edges: &[EnrolledEdge],
+    fallbacks: &BTreeMap<String, Shape>,
+) -> anyhow::Result<Topology> {
     let regional = cfg.node_name();
     let master = cfg.master_node();
     let mut nodes = vec![NodeSpec {
@@ -93,7 +107,32 @@ pub fn build_topology(
         });
     }
     let mut flows = Vec::new();
+    // Nodes of facilities in fallback: the static spec may not add flows to or from them.
+    let mut in_fallback = std::collections::BTreeSet::new();
+    let mut no_copy = Vec::new();
+    let mut ending = Vec::new();
     for e in edges {
+        let shape = fallbacks.get(e.facility.as_str()).copied();
+        if shape.is_some() {
+            in_fallback.insert(e.node.clone());
+        }
+        let (master_flow, up_flow, restore_flow) = match shape {
+            None => (true, true, false),
+            Some(Shape::Gone) => continue,
+            Some(Shape::Restore {
+                master,
+                up,
+                ending: end,
+            }) => {
+                if up {
+                    no_copy.push(e.node.clone());
+                }
+                if end {
+                    ending.push(e.node.clone());
+                }
+                (master, up, true)
+            }
+        };
         nodes.push(NodeSpec {
             name: e.node.clone(),
             kind: NodeKind::Edge,
@@ -104,26 +143,50 @@ pub fn build_topology(
             admin: e.replication_conninfo.clone(),
             replication: Some(e.replication_conninfo.clone()),
         });
-        flows.push(FlowSpec {
-            from: e.node.clone(),
-            to: regional.clone(),
-            group: "operational".into(),
-        });
-        flows.push(FlowSpec {
-            from: master.clone(),
-            to: e.node.clone(),
-            group: "master".into(),
-        });
+        if up_flow {
+            flows.push(FlowSpec {
+                from: e.node.clone(),
+                to: regional.clone(),
+                group: "operational".into(),
+            });
+        }
+        if master_flow {
+            flows.push(FlowSpec {
+                from: master.clone(),
+                to: e.node.clone(),
+                group: "master".into(),
+            });
+        }
+        if restore_flow {
+            flows.push(FlowSpec {
+                from: regional.clone(),
+                to: e.node.clone(),
+                group: sync_core::spec::RESTORE_GROUP.into(),
+            });
+        }
     }
     let mut groups = default_groups();
     if let Some(st) = static_spec {
         groups = st.groups.values().cloned().collect();
         let known: std::collections::BTreeSet<NodeName> =
             nodes.iter().map(|n| n.name.clone()).collect();
+        // A facility in fallback is the hub's alone: its edge's static entry (an edge set up
+        // by hand) and flows are left out.
+        let gone: std::collections::BTreeSet<NodeName> = st
+            .nodes
+            .values()
+            .filter(|n| {
+                n.facility
+                    .as_ref()
+                    .is_some_and(|f| fallbacks.contains_key(f.as_str()))
+            })
+            .map(|n| n.name.clone())
+            .chain(in_fallback.iter().cloned())
+            .collect();
         nodes.extend(
             st.nodes
                 .values()
-                .filter(|n| !known.contains(&n.name))
+                .filter(|n| !known.contains(&n.name) && !gone.contains(&n.name))
                 .cloned(),
         );
         let derived: std::collections::BTreeSet<(NodeName, NodeName)> = flows
@@ -134,6 +197,7 @@ pub fn build_topology(
             st.flows
                 .iter()
                 .filter(|f| !derived.contains(&(f.from.clone(), f.to.clone())))
+                .filter(|f| !gone.contains(&f.from) && !gone.contains(&f.to))
                 .map(|f| FlowSpec {
                     from: f.from.clone(),
                     to: f.to.clone(),
@@ -141,7 +205,18 @@ pub fn build_topology(
                 }),
         );
     }
-    Ok(Topology::build(groups, nodes, flows)?)
+    let mut topo = Topology::build(groups, nodes, flows)?;
+    for f in &mut topo.flows {
+        // The regional already has a restored facility's rows: subscribing to its rebuilt edge
+        // must not copy them up again.
+        if f.group == "operational" && f.to == regional && no_copy.contains(&f.from) {
+            f.copy_data = false;
+        }
+        if f.group == sync_core::spec::RESTORE_GROUP && ending.contains(&f.to) {
+            f.ending = true;
+        }
+    }
+    Ok(topo)
 }
 
 /// The region's topology as the database and the config say now.
@@ -153,7 +228,13 @@ pub async fn topology(cfg: &HubConfig, db: &Client) -> anyhow::Result<Topology> 
         ),
         None => None,
     };
-    build_topology(cfg, static_spec.as_ref(), &enrolled_edges(db).await?)
+    let fallbacks = crate::fallback::shape::load(db).await?;
+    build_topology_with(
+        cfg,
+        static_spec.as_ref(),
+        &enrolled_edges(db).await?,
+        &fallbacks,
+    )
 }
 
 /// What one pass did.
@@ -180,7 +261,23 @@ pub async fn reconcile_once(cfg: &HubConfig) -> anyhow::Result<Pass> {
     if !leader {
         return Ok(Pass::NotLeader);
     }
-    let topo = topology(cfg, &lock).await?;
+    let result = reconcile_locked(cfg, &lock).await;
+    // Cloud fallbacks move on under the same lock, after the regional side is applied.
+    let waiting = crate::fallback::driver::drive(cfg, &lock).await;
+    // The lock is released when `lock` is dropped (its session ends).
+    drop(lock);
+    let (edges, mut blocked) = result?;
+    blocked.extend(waiting);
+    Ok(Pass::Done { edges, blocked })
+}
+
+/// One reconcile of the master node then the regional, by the caller that holds
+/// [`REGIONAL_LOCK_KEY`] on `db`: (edges, what waits).
+pub async fn reconcile_locked(
+    cfg: &HubConfig,
+    db: &Client,
+) -> anyhow::Result<(usize, Vec<String>)> {
+    let topo = topology(cfg, db).await?;
     let edges = topo
         .nodes
         .values()
@@ -208,12 +305,10 @@ pub async fn reconcile_once(cfg: &HubConfig) -> anyhow::Result<Pass> {
             }
         }
     }
-    // The lock is released when `lock` is dropped (its session ends).
-    drop(lock);
     if let Some(e) = first_error {
         return Err(e.into());
     }
-    Ok(Pass::Done { edges, blocked })
+    Ok((edges, blocked))
 }
 
 /// Reconcile until `stop`: every interval, sooner (5 s) while something is blocked or failed,
@@ -340,6 +435,123 @@ group = "global"
         assert_eq!(
             t.nodes[&"us-east".parse::<NodeName>().unwrap()].admin,
             "host=10.0.0.5 dbname=agog user=postgres"
+        );
+    }
+
+    fn flows_of(t: &Topology) -> Vec<String> {
+        t.flows
+            .iter()
+            .map(|f| {
+                let mut s = format!("{} -> {} {}", f.from, f.to, f.group);
+                if !f.copy_data {
+                    s.push_str(" (no copy)");
+                }
+                if f.ending {
+                    s.push_str(" (ending)");
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_facility_in_fallback_has_the_flows_of_its_phase() {
+        use crate::fallback::record::Phase;
+        use crate::fallback::shape::shape;
+        let ny = EnrolledEdge {
+            facility: "facility-ny-001".parse().unwrap(),
+            node: "ny".parse().unwrap(),
+            tenant: "tenant-foo-inc".parse().unwrap(),
+            replication_conninfo: "host=10.8.0.13 user=agog_replication password=y".into(),
+        };
+        let at = |phase, token| {
+            let mut m = BTreeMap::new();
+            if let Some(s) = shape(phase, token) {
+                m.insert("facility-la-001".to_string(), s);
+            }
+            flows_of(&build_topology_with(&cfg(""), None, &[la(), ny.clone()], &m).unwrap())
+        };
+        let ny_flows = ["ny -> us-east operational", "us-east -> ny master"];
+        // The dead edge is out of the topology: the reconcile detaches and drops the subscription.
+        assert_eq!(at(Phase::Activating, false), ny_flows);
+        assert_eq!(at(Phase::Active, false), ny_flows);
+        // A restore token publishes the restore for the facility's node.
+        assert_eq!(
+            at(Phase::Active, true)[..1],
+            ["us-east -> la restore".to_string()]
+        );
+        assert_eq!(
+            at(Phase::Restoring, true)[..2],
+            [
+                "us-east -> la master".to_string(),
+                "us-east -> la restore".to_string()
+            ]
+        );
+        assert_eq!(
+            at(Phase::HandingOver, true)[..3],
+            [
+                "la -> us-east operational (no copy)".to_string(),
+                "us-east -> la master".to_string(),
+                "us-east -> la restore".to_string()
+            ]
+        );
+        assert_eq!(
+            at(Phase::Closing, true)[2],
+            "us-east -> la restore (ending)".to_string()
+        );
+        // Restored: normal again, and the other facility never changed.
+        let normal = at(Phase::Restored, true);
+        assert_eq!(
+            normal[..2],
+            [
+                "la -> us-east operational".to_string(),
+                "us-east -> la master".to_string()
+            ]
+        );
+        for phase in [Phase::Activating, Phase::Restoring, Phase::Closing] {
+            let f = at(phase, true);
+            assert!(
+                ny_flows.iter().all(|n| f.contains(&n.to_string())),
+                "{phase:?}: {f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_static_spec_cannot_bring_back_a_facility_in_fallback() {
+        let st = Topology::from_toml(
+            r#"
+[[nodes]]
+name = "us-east"
+kind = "regional"
+region = "us-east"
+admin = "host=elsewhere dbname=agog"
+
+[[nodes]]
+name = "sf"
+kind = "edge"
+region = "us-east"
+facility = "facility-sf-001"
+tenant = "tenant-foo-inc"
+admin = "host=10.8.0.20 dbname=agog"
+
+[[flows]]
+from = "sf"
+to = "us-east"
+group = "operational"
+"#,
+        )
+        .unwrap();
+        let mut m = BTreeMap::new();
+        m.insert(
+            "facility-sf-001".to_string(),
+            crate::fallback::shape::Shape::Gone,
+        );
+        let t = build_topology_with(&cfg(""), Some(&st), &[la()], &m).unwrap();
+        assert!(!t.nodes.contains_key(&"sf".parse::<NodeName>().unwrap()));
+        assert_eq!(
+            flows_of(&t),
+            ["la -> us-east operational", "us-east -> la master"]
         );
     }
 }

@@ -69,13 +69,18 @@ pub struct EnrollResponse {
     pub regional_address: String,
     /// The hub's clock (RFC 3339), to report the edge's clock skew.
     pub hub_time: String,
+    /// Set when the box enrolled with a restore token (its facility is in cloud fallback): how
+    /// it subscribes to the regional's restore publication of its facility's rows. Old agents
+    /// ignore it; old hubs never send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_conninfo: Option<String>,
 }
 
 /// A refusal: a stable machine-readable `error` and a sentence for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// e.g. `token_used`, `token_expired`, `token_revoked`, `token_unknown`, `facility_mismatch`,
-    /// `invalid_request`.
+    /// `not_in_fallback`, `facility_in_fallback`, `invalid_request`.
     pub error: String,
     pub message: String,
 }
@@ -113,6 +118,7 @@ mod tests {
             master_conninfo: "host=h".into(),
             regional_address: "10.8.0.1".into(),
             hub_time: "2026-01-01T00:00:00Z".into(),
+            restore_conninfo: None,
         };
         let text = serde_json::to_string(&good).unwrap();
         assert_eq!(serde_json::from_str::<EnrollResponse>(&text).unwrap(), good);

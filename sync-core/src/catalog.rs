@@ -222,6 +222,8 @@ pub async fn read_slots(
 pub struct PeerView {
     pub schema_version: Option<i32>,
     pub publications: BTreeSet<String>,
+    /// Publications that publish no table: a transient flow the publisher has ended.
+    pub empty_publications: BTreeSet<String>,
     pub slots: BTreeMap<String, SlotState>,
 }
 
@@ -234,10 +236,23 @@ impl PeerView {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let empty_publications = client
+            .query(
+                "SELECT p.pubname::text FROM pg_publication p
+                  WHERE NOT p.puballtables
+                    AND NOT EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prpubid = p.oid)
+                    AND NOT EXISTS (SELECT 1 FROM pg_publication_namespace n WHERE n.pnpubid = p.oid)",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         let slots = read_slots(client).await?;
         Ok(PeerView {
             schema_version,
             publications,
+            empty_publications,
             slots,
         })
     }

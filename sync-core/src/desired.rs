@@ -49,6 +49,10 @@ pub struct DesiredSubscription {
     pub conninfo: String,
     pub origin: Origin,
     pub tables: BTreeSet<String>,
+    /// Subscribe only while the publisher publishes through it (see `TableGroup::transient`).
+    pub transient: bool,
+    /// `copy_data` when the subscription is created.
+    pub copy_data: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +71,13 @@ pub const MASTER_GROUP: &str = "master";
 impl DesiredNode {
     pub fn derive(topo: &Topology, node: &NodeName) -> Option<Self> {
         let spec = topo.node(node)?;
-        let qualified = |t: &str| format!("{TABLE_SCHEMA}.{t}");
+        let qualified = |t: &str| {
+            if t.contains('.') {
+                t.to_owned()
+            } else {
+                format!("{TABLE_SCHEMA}.{t}")
+            }
+        };
         let mut publications: BTreeMap<String, DesiredPublication> = BTreeMap::new();
         let mut slots = BTreeSet::new();
         for f in topo.outgoing(node) {
@@ -76,13 +86,23 @@ impl DesiredNode {
                 column,
                 value: value.clone(),
             });
-            let tables = group
+            let tables: BTreeMap<_, _> = group
                 .tables
                 .iter()
                 .map(|t| (qualified(t), filter.clone()))
                 .collect();
-            publications.insert(f.publication.clone(), DesiredPublication { tables });
             slots.insert(f.slot.clone());
+            // An ending flow keeps its publication, emptied, unless another subscriber of the
+            // same publication still wants it.
+            if f.ending {
+                publications
+                    .entry(f.publication.clone())
+                    .or_insert_with(|| DesiredPublication {
+                        tables: BTreeMap::new(),
+                    });
+            } else {
+                publications.insert(f.publication.clone(), DesiredPublication { tables });
+            }
         }
         let mut subscriptions = BTreeMap::new();
         for f in topo.incoming(node) {
@@ -97,6 +117,8 @@ impl DesiredNode {
                         .to_owned(),
                     origin: group.origin,
                     tables: group.tables.iter().map(|t| qualified(t)).collect(),
+                    transient: f.transient,
+                    copy_data: f.copy_data,
                 },
             );
         }

@@ -128,7 +128,22 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
                         action: Action::Sql(format!("ALTER PUBLICATION {} SET (publish = {})", ident(name), literal(PUBLISH))),
                     });
                 }
-                if !same_tables(want, have) {
+                if !same_tables(want, have) && want.tables.is_empty() {
+                    // SET TABLE needs at least one table; an ended transient flow keeps its
+                    // publication with none, so its subscriber leaves without an error.
+                    steps.push(Step {
+                        why: format!("publication {name}: the flow is ending, publish nothing"),
+                        action: Action::Sql(format!(
+                            "ALTER PUBLICATION {} DROP TABLE {}",
+                            ident(name),
+                            have.tables
+                                .keys()
+                                .map(|t| qualified_ident(t))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    });
+                } else if !same_tables(want, have) {
                     steps.push(Step {
                         why: format!("publication {name}: set its tables and row filters"),
                         action: Action::Sql(format!(
@@ -154,6 +169,23 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
 
     // 5. Subscriptions wanted.
     for (name, want) in &desired.subscriptions {
+        if want.transient {
+            match transient_state(want, peers) {
+                Transient::Ended => {
+                    if let Some(have) = actual.subscriptions.get(name) {
+                        let why = format!(
+                            "{} ended the transient flow {}",
+                            want.flow.from, want.flow.publication
+                        );
+                        detach_and_drop(name, have, why, &mut steps);
+                    }
+                    continue;
+                }
+                // Nothing to start and nothing to wait for: a transient flow never blocks.
+                Transient::Unknown if !actual.subscriptions.contains_key(name) => continue,
+                Transient::Unknown | Transient::Publishing => {}
+            }
+        }
         match actual.subscriptions.get(name) {
             Some(have) if slot_gone(want, peers) => resync_subscription(
                 name,
@@ -165,7 +197,15 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
                 &mut blocked,
             ),
             Some(have) => alter_subscription(name, want, have, &mut steps, &mut blocked),
-            None => create_subscription(name, want, own_version, peers, &mut steps, &mut blocked),
+            None => create_subscription(
+                name,
+                want,
+                want.copy_data,
+                own_version,
+                peers,
+                &mut steps,
+                &mut blocked,
+            ),
         }
     }
 
@@ -210,6 +250,32 @@ pub fn plan(desired: &DesiredNode, actual: &Catalog, peers: &PeerViews) -> Plan 
     }
 }
 
+/// What the publisher of a transient flow says about it.
+enum Transient {
+    /// It publishes tables through the publication.
+    Publishing,
+    /// The publication is gone or empty.
+    Ended,
+    /// The publisher could not be asked.
+    Unknown,
+}
+
+fn transient_state(want: &DesiredSubscription, peers: &PeerViews) -> Transient {
+    match peers.get(&want.flow.from) {
+        Some(Ok(peer)) => {
+            let publication = &want.flow.publication;
+            if peer.publications.contains(publication)
+                && !peer.empty_publications.contains(publication)
+            {
+                Transient::Publishing
+            } else {
+                Transient::Ended
+            }
+        }
+        _ => Transient::Unknown,
+    }
+}
+
 /// Slots named by the spec's scheme (`<to>_from_<from>_slot`); anything else is someone else's.
 pub fn is_managed_slot(name: &str) -> bool {
     name.ends_with("_slot") && name.contains("_from_")
@@ -250,12 +316,16 @@ fn table_list(p: &DesiredPublication) -> String {
 }
 
 fn create_publication(name: &str, want: &DesiredPublication) -> Step {
+    let tables = if want.tables.is_empty() {
+        String::new()
+    } else {
+        format!(" FOR TABLE {}", table_list(want))
+    };
     Step {
         why: format!("create publication {name}"),
         action: Action::Sql(format!(
-            "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {})",
+            "CREATE PUBLICATION {}{tables} WITH (publish = {})",
             ident(name),
-            table_list(want),
             literal(PUBLISH)
         )),
     }
@@ -405,13 +475,15 @@ fn resync_subscription(
         want.flow.slot
     );
     detach_and_drop(name, have, why, steps);
-    // create_subscription drops the old slot on the publisher first (it is inactive).
-    create_subscription(name, want, own_version, peers, steps, blocked);
+    // create_subscription drops the old slot on the publisher first (it is inactive). A resync
+    // always copies: that is how the rows written while the slot was lost arrive.
+    create_subscription(name, want, true, own_version, peers, steps, blocked);
 }
 
 fn create_subscription(
     name: &str,
     want: &DesiredSubscription,
+    copy_data: bool,
     own_version: Option<i32>,
     peers: &PeerViews,
     steps: &mut Vec<Step>,
@@ -472,7 +544,7 @@ fn create_subscription(
     steps.push(Step {
         why: format!("subscribe to {} on {publisher} (group {})", want.flow.publication, want.flow.group),
         action: Action::Sql(format!(
-            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = true, create_slot = true, slot_name = {}, {})",
+            "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = {copy_data}, create_slot = true, slot_name = {}, {})",
             ident(name),
             literal(&want.conninfo),
             ident(&want.flow.publication),
@@ -561,5 +633,215 @@ group = "operational"
             .reason
             .contains("cannot reach publisher la: connection refused"));
         assert!(!p.to_string().contains("CREATE SUBSCRIPTION"));
+    }
+
+    /// The shared layout during a restore: us-east sends master data and the restore to la.
+    fn restore_topo() -> Topology {
+        Topology::from_toml(
+            r#"
+[[nodes]]
+name = "us-east"
+kind = "regional"
+region = "us-east"
+admin = "host=127.0.0.1 port=1 dbname=agog user=postgres"
+[[nodes]]
+name = "la"
+kind = "edge"
+region = "us-east"
+facility = "facility-la-001"
+tenant = "tenant-foo-inc"
+admin = "host=127.0.0.1 port=2 dbname=agog user=postgres"
+[[flows]]
+from = "us-east"
+to = "la"
+group = "master"
+[[flows]]
+from = "us-east"
+to = "la"
+group = "restore"
+[[flows]]
+from = "la"
+to = "us-east"
+group = "operational"
+"#,
+        )
+        .unwrap()
+    }
+
+    fn peer_with(publications: &[&str], empty: &[&str]) -> PeerView {
+        PeerView {
+            schema_version: Some(schema::latest_version()),
+            publications: publications.iter().map(|p| p.to_string()).collect(),
+            empty_publications: empty.iter().map(|p| p.to_string()).collect(),
+            slots: BTreeMap::new(),
+        }
+    }
+
+    fn subscription(publication: &str, slot: &str) -> SubscriptionState {
+        SubscriptionState {
+            enabled: true,
+            conninfo: "host=127.0.0.1 port=1 dbname=agog user=postgres".into(),
+            slot_name: Some(slot.into()),
+            publications: vec![publication.into()],
+            synchronous_commit: "off".into(),
+            origin: "none".into(),
+            streaming: "t".into(),
+            tables: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_restore_is_a_second_transient_subscription_from_the_same_publisher() {
+        let t = restore_topo();
+        let la = NodeName::parse("la").unwrap();
+        let d = DesiredNode::derive(&t, &la).unwrap();
+        let restore = &d.subscriptions["la_from_us_east_tmp"];
+        assert!(restore.transient);
+        assert_eq!(restore.flow.slot, "la_from_us_east_tmp_slot");
+        assert_eq!(restore.flow.publication, "pub_restore_facility_la_001");
+        assert!(restore.tables.contains("agog_sync.ownership_overrides"));
+        assert!(d.subscriptions.contains_key("la_from_us_east"));
+        let us = NodeName::parse("us-east").unwrap();
+        let mut peers = PeerViews::new();
+        peers.insert(
+            us.clone(),
+            Ok(peer_with(&["pub_master_tenant_foo_inc"], &[])),
+        );
+        // Published: subscribe, with a copy, origin none.
+        let catalog = Catalog {
+            database: "agog".into(),
+            ..Default::default()
+        };
+        peers.insert(
+            us.clone(),
+            Ok(peer_with(
+                &["pub_master_tenant_foo_inc", "pub_restore_facility_la_001"],
+                &[],
+            )),
+        );
+        let text = plan(&d, &catalog, &peers).to_string();
+        assert!(
+            text.contains("CREATE SUBSCRIPTION \"la_from_us_east_tmp\"")
+                && text
+                    .contains("PUBLICATION \"pub_restore_facility_la_001\" WITH (copy_data = true")
+                && text.contains("origin = none"),
+            "{text}"
+        );
+        // Not published (not yet, or over): nothing to do, nothing blocked.
+        peers.insert(
+            us.clone(),
+            Ok(peer_with(&["pub_master_tenant_foo_inc"], &[])),
+        );
+        let p = plan(&d, &catalog, &peers);
+        assert!(!p.to_string().contains("la_from_us_east_tmp"), "{p}");
+        assert!(p.blocked.is_empty(), "{p}");
+        // Publisher unreachable: a transient flow never blocks.
+        peers.insert(us.clone(), Err("connection refused".into()));
+        let p = plan(&d, &catalog, &peers);
+        assert!(
+            p.blocked.iter().all(|b| !b.object.contains("_tmp")),
+            "{:?}",
+            p.blocked
+        );
+        // Emptied by the publisher: the subscription leaves, detached from its slot first.
+        let mut catalog = catalog;
+        catalog.subscriptions.insert(
+            "la_from_us_east_tmp".into(),
+            subscription("pub_restore_facility_la_001", "la_from_us_east_tmp_slot"),
+        );
+        peers.insert(
+            us.clone(),
+            Ok(peer_with(
+                &["pub_master_tenant_foo_inc", "pub_restore_facility_la_001"],
+                &["pub_restore_facility_la_001"],
+            )),
+        );
+        let text = plan(&d, &catalog, &peers).to_string();
+        let detach = text
+            .find("ALTER SUBSCRIPTION \"la_from_us_east_tmp\" SET (slot_name = NONE)")
+            .expect(&text);
+        let drop = text
+            .find("DROP SUBSCRIPTION \"la_from_us_east_tmp\"")
+            .expect(&text);
+        assert!(detach < drop, "{text}");
+    }
+
+    #[test]
+    fn an_ending_flow_empties_its_publication_and_keeps_its_slot() {
+        let mut t = restore_topo();
+        for f in t.flows.iter_mut().filter(|f| f.group == "restore") {
+            f.ending = true;
+        }
+        let us = NodeName::parse("us-east").unwrap();
+        let d = DesiredNode::derive(&t, &us).unwrap();
+        assert!(d.publications["pub_restore_facility_la_001"]
+            .tables
+            .is_empty());
+        assert!(d.slots.contains("la_from_us_east_tmp_slot"));
+        let mut catalog = Catalog {
+            database: "agog".into(),
+            ..Default::default()
+        };
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            "public.orders".to_string(),
+            Some("(facility_id = 'facility-la-001'::text)".to_string()),
+        );
+        tables.insert(
+            "agog_sync.ownership_overrides".to_string(),
+            Some("(facility_id = 'facility-la-001'::text)".to_string()),
+        );
+        catalog.publications.insert(
+            "pub_restore_facility_la_001".into(),
+            PublicationState {
+                all_tables: false,
+                insert: true,
+                update: true,
+                delete: true,
+                truncate: false,
+                tables,
+            },
+        );
+        let text = plan(&d, &catalog, &PeerViews::new()).to_string();
+        assert!(
+            text.contains("ALTER PUBLICATION \"pub_restore_facility_la_001\" DROP TABLE \"agog_sync\".\"ownership_overrides\", \"public\".\"orders\""),
+            "{text}"
+        );
+        assert!(!text.contains("DROP PUBLICATION"), "{text}");
+        // Created from nothing, an ending publication has no tables.
+        catalog.publications.clear();
+        let text = plan(&d, &catalog, &PeerViews::new()).to_string();
+        assert!(
+            text.contains("CREATE PUBLICATION \"pub_restore_facility_la_001\" WITH (publish"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_flow_may_skip_the_initial_copy_but_a_resync_always_copies() {
+        let mut t = topo();
+        t.flows[0].copy_data = false;
+        let us = NodeName::parse("us-east").unwrap();
+        let d = DesiredNode::derive(&t, &us).unwrap();
+        let la = NodeName::parse("la").unwrap();
+        let mut peers = PeerViews::new();
+        peers.insert(
+            la.clone(),
+            Ok(peer_with(&["pub_operational_facility_la_001"], &[])),
+        );
+        let catalog = Catalog {
+            database: "agog".into(),
+            ..Default::default()
+        };
+        let text = plan(&d, &catalog, &peers).to_string();
+        assert!(text.contains("WITH (copy_data = false"), "{text}");
+        // The slot is gone on the publisher: resync with a copy.
+        let mut catalog = catalog;
+        catalog.subscriptions.insert(
+            "us_east_from_la".into(),
+            subscription("pub_operational_facility_la_001", "us_east_from_la_slot"),
+        );
+        let text = plan(&d, &catalog, &peers).to_string();
+        assert!(text.contains("WITH (copy_data = true"), "{text}");
     }
 }

@@ -58,12 +58,16 @@ pub enum FilterScope {
     Tenant,
     /// `region = <publisher's region>`
     Region,
+    /// `facility_id = <subscriber's facility>`: a regional sends one facility's rows down to
+    /// that facility's edge (the restore after a cloud fallback).
+    #[serde(rename = "subscriber_facility")]
+    SubscriberFacility,
 }
 
 impl FilterScope {
     pub fn column(self) -> &'static str {
         match self {
-            FilterScope::Facility => "facility_id",
+            FilterScope::Facility | FilterScope::SubscriberFacility => "facility_id",
             FilterScope::Tenant => "tenant_id",
             FilterScope::Region => "region",
         }
@@ -102,6 +106,12 @@ pub struct TableGroup {
     pub subscribers: Vec<NodeKind>,
     #[serde(default = "origin_any")]
     pub origin: Origin,
+    /// A temporary flow, next to the regular one between the same two nodes: its subscription
+    /// is named `<to>_from_<from>_tmp`, and the subscriber keeps it only while the publisher
+    /// publishes something through it (it is not created, and is dropped, once the publisher
+    /// has emptied or dropped the publication). Never blocks the subscriber's plan.
+    #[serde(default)]
+    pub transient: bool,
 }
 
 fn origin_any() -> Origin {
@@ -136,6 +146,7 @@ pub fn default_groups() -> Vec<TableGroup> {
             publishers: vec![NodeKind::Edge],
             subscribers: vec![NodeKind::Regional],
             origin: Origin::Any,
+            transient: false,
         },
         TableGroup {
             name: "master".into(),
@@ -149,6 +160,7 @@ pub fn default_groups() -> Vec<TableGroup> {
             publishers: vec![NodeKind::Master, NodeKind::Regional],
             subscribers: vec![NodeKind::Edge, NodeKind::Regional],
             origin: Origin::Any,
+            transient: false,
         },
         TableGroup {
             name: "global".into(),
@@ -159,9 +171,34 @@ pub fn default_groups() -> Vec<TableGroup> {
             // The region row filter alone stops loops (a region publishes only its own rows);
             // `any` lets rows that reached a region from its edges travel on to the others.
             origin: Origin::Any,
+            transient: false,
+        },
+        TableGroup {
+            name: RESTORE_GROUP.into(),
+            // The facility's operational rows (not its heartbeats: those are the new edge's
+            // own), and the ownership override, whose deletion hands the facility back.
+            tables: t(&[
+                "orders",
+                "inventory_transactions",
+                "production_logs",
+                "quality_inspections",
+                "inventory_levels",
+                "agog_sync.ownership_overrides",
+            ]),
+            filter: FilterScope::SubscriberFacility,
+            publishers: vec![NodeKind::Regional],
+            subscribers: vec![NodeKind::Edge],
+            // The initial copy brings every row; afterwards only rows written on the regional
+            // itself (the workspace) come down, never rows the regional got from the edge.
+            origin: Origin::None,
+            transient: true,
         },
     ]
 }
+
+/// The group that brings a facility's rows from its regional down to a rebuilt edge after a
+/// cloud fallback (ARCHITECTURE.md, "Cloud fallback").
+pub const RESTORE_GROUP: &str = "restore";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +251,15 @@ pub struct Flow {
     pub slot: String,
     /// `(column, value)` of the row filter; `None` publishes every row.
     pub filter: Option<(&'static str, String)>,
+    /// The group's `transient` flag.
+    pub transient: bool,
+    /// Copy the publisher's rows when the subscription is created (true unless the caller
+    /// says otherwise: a regional resuming from a restored edge already has its rows). A
+    /// resync after a lost slot always copies.
+    pub copy_data: bool,
+    /// The publisher empties the publication (keeping it and the slot) so a transient
+    /// subscriber ends its subscription cleanly, instead of erroring on a dropped one.
+    pub ending: bool,
 }
 
 /// A validated spec.
@@ -226,7 +272,15 @@ pub struct Topology {
 
 const MAX_IDENT: usize = 63;
 
+/// `table` (in `public`) or `schema.table`.
 fn valid_table_name(s: &str) -> bool {
+    match s.split_once('.') {
+        Some((schema, table)) => valid_ident(schema) && valid_ident(table),
+        None => valid_ident(s),
+    }
+}
+
+fn valid_ident(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_IDENT
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
@@ -248,7 +302,7 @@ impl Topology {
         let mut errors = Vec::new();
         let mut group_map = BTreeMap::new();
         for g in groups {
-            if !valid_table_name(&g.name) {
+            if !valid_ident(&g.name) {
                 errors.push(format!(
                     "group name {:?} must be lowercase letters, digits and _",
                     g.name
@@ -300,6 +354,7 @@ impl Topology {
         }
         let mut derived = Vec::new();
         let mut seen_pairs = BTreeSet::new();
+        let mut seen_subscriptions = BTreeSet::new();
         for f in flows {
             let (Some(from), Some(to)) = (node_map.get(&f.from), node_map.get(&f.to)) else {
                 for n in [&f.from, &f.to] {
@@ -323,9 +378,9 @@ impl Topology {
                 ));
                 continue;
             }
-            if !seen_pairs.insert((f.from.clone(), f.to.clone())) {
+            if !seen_pairs.insert((f.from.clone(), f.to.clone(), group.transient)) {
                 errors.push(format!(
-                    "flow {} -> {}: only one flow per direction between two nodes (one subscription, one slot)",
+                    "flow {} -> {}: only one flow per direction between two nodes (one subscription, one slot), and one transient one",
                     f.from, f.to
                 ));
                 continue;
@@ -359,13 +414,30 @@ impl Topology {
                 },
                 FilterScope::Tenant => to.tenant.as_ref().map(|t| t.as_str().to_owned()),
                 FilterScope::Region => Some(from.region.as_str().to_owned()),
+                FilterScope::SubscriberFacility => match &to.facility {
+                    Some(fac) => Some(fac.as_str().to_owned()),
+                    None => {
+                        errors.push(format!("flow {} -> {}: group {} filters on the subscriber's facility, and {} has none", f.from, f.to, group.name, f.to));
+                        continue;
+                    }
+                },
             };
             let publication = match &filter_value {
                 Some(v) => format!("pub_{}_{}", group.name, v.replace('-', "_")),
                 None => format!("pub_{}_all", group.name),
             };
-            let subscription = subscription_name(&f.from, &f.to);
-            let slot = slot_name(&f.from, &f.to);
+            let mut subscription = subscription_name(&f.from, &f.to);
+            if group.transient {
+                subscription.push_str("_tmp");
+            }
+            if !seen_subscriptions.insert((f.to.clone(), subscription.clone())) {
+                errors.push(format!(
+                    "flow {} -> {}: its subscription name {subscription} is taken by another flow into {}; rename a node",
+                    f.from, f.to, f.to
+                ));
+                continue;
+            }
+            let slot = format!("{subscription}_slot");
             for name in [&publication, &slot] {
                 if name.len() > MAX_IDENT {
                     errors.push(format!(
@@ -382,6 +454,9 @@ impl Topology {
                 subscription,
                 slot,
                 filter: filter_value.map(|v| (group.filter.column(), v)),
+                transient: group.transient,
+                copy_data: true,
+                ending: false,
             });
         }
         if errors.is_empty() {

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod health_endpoint;
 pub mod hub_process;
 pub mod load;
+pub mod pki;
 pub mod process;
 pub mod wait;
 

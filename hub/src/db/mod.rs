@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lag, per-facility contacts and routes, miss counts",
         sql: include_str!("0003_lag_contacts.sql"),
     },
+    Migration {
+        version: 7,
+        name: "cloud fallback: fallbacks, their log, operators, restore tokens",
+        sql: include_str!("0007_fallback.sql"),
+    },
 ];
 
 pub const HUB: MigrationSet = MigrationSet {

@@ -421,8 +421,18 @@ pub async fn enqueue(
                   WHERE ch.kind = 'email' AND c.facility_id = $2 AND c.email IS NOT NULL
            UNION SELECT fr.target FROM agog_hub.facility_routes fr
                   WHERE fr.facility_id = $2 AND fr.channel = ch.name) r
+          -- A facility in cloud fallback is known to be gone: no alert (its state still shows).
+          WHERE NOT EXISTS (SELECT 1 FROM agog_hub.fallbacks f
+                             WHERE f.facility_id = $2 AND f.phase = ANY ($6::text[]))
          ON CONFLICT ON CONSTRAINT alerts_once DO NOTHING",
-        &[&incident, &facility, &event, &names, &kinds],
+        &[
+            &incident,
+            &facility,
+            &event,
+            &names,
+            &kinds,
+            &&crate::fallback::record::SILENCED_PHASES[..],
+        ],
     )
     .await?;
     Ok(())

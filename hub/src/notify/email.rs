@@ -199,6 +199,31 @@ impl Email {
         .map_err(|e| e.to_string())
     }
 
+    /// A plain-text message that is not an alert (cloud fallback notices to a facility's
+    /// workers): this channel's server and sender; `to`, or the channel's own recipients when
+    /// empty. Retried like an alert.
+    pub async fn send_notice(&self, to: &[Mailbox], subject: &str, text: &str) -> Delivery {
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(format!("[AGOG] {subject}"));
+        for m in if to.is_empty() { &self.to[..] } else { to } {
+            b = b.to(m.clone());
+        }
+        let message = match b
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(text.to_string())
+        {
+            Ok(m) => m,
+            Err(e) => {
+                return Delivery::Failed {
+                    attempts: 0,
+                    last_error: format!("could not build the email: {e}"),
+                }
+            }
+        };
+        self.deliver(message).await
+    }
+
     pub async fn send(&self, alert: &Alert) -> Delivery {
         self.send_to(alert, "").await
     }
@@ -213,6 +238,10 @@ impl Email {
                 }
             }
         };
+        self.deliver(message).await
+    }
+
+    async fn deliver(&self, message: Message) -> Delivery {
         deliver_with_retry(&self.retry, "email", || async {
             match self.transport.send(message.clone()).await {
                 Ok(resp) => Ok(format!(

@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "replication apply merges: the publisher's row wins, the local one is logged",
         sql: include_str!("0003_apply_upsert.sql"),
     },
+    Migration {
+        version: 4,
+        name: "ownership overrides hand a facility from its cloud workspace back to its edge",
+        sql: include_str!("0004_fallback_handover.sql"),
+    },
 ];
 
 pub const SYNC: MigrationSet = MigrationSet {
