@@ -52,5 +52,8 @@ if [ "$(id -u)" = 0 ] && ! id "$PG_USER" >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
 fi
 
+# Headless Chromium and chromedriver for the dashboard test (tests/tests/dashboard.rs).
+bash "$(dirname "$0")/setup-web.sh"
+
 "$PG_BIN/postgres" --version >&2
 echo "$PG_BIN"

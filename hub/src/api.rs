@@ -27,24 +27,35 @@ struct ApiState {
 
 /// The TLS server config: ring, TLS 1.2 and 1.3, HTTP/1.1.
 pub fn tls_config(api: &ApiConfig) -> anyhow::Result<rustls::ServerConfig> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&api.tls_cert)
-        .with_context(|| format!("read api.tls_cert {}", api.tls_cert.display()))?
+    server_tls("api", &api.tls_cert, &api.tls_key)
+}
+
+/// A TLS server config from PEM files; `section` names the config keys in errors.
+pub fn server_tls(
+    section: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("read {section}.tls_cert {}", cert.display()))?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("parse api.tls_cert {}", api.tls_cert.display()))?;
+        .with_context(|| format!("parse {section}.tls_cert {}", cert.display()))?;
     anyhow::ensure!(
         !certs.is_empty(),
-        "api.tls_cert {} holds no certificate",
-        api.tls_cert.display()
+        "{section}.tls_cert {} holds no certificate",
+        cert.display()
     );
-    let key = PrivateKeyDer::from_pem_file(&api.tls_key)
-        .with_context(|| format!("read api.tls_key {}", api.tls_key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("read {section}.tls_key {}", key.display()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .context("api.tls_cert and api.tls_key do not make a usable certificate")?;
+    .with_context(|| {
+        format!("{section}.tls_cert and {section}.tls_key do not make a usable certificate")
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

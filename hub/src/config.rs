@@ -42,6 +42,8 @@ pub struct HubConfig {
     /// Cloud fallback: the workspace address, the channel that tells workers.
     #[serde(default)]
     pub fallback: crate::fallback::config::FallbackConfig,
+    /// The dashboard and the read API (`crate::web`). Off when absent.
+    pub web: Option<crate::web::config::WebConfig>,
 }
 
 /// `[metrics]`: Prometheus scrapes `GET /metrics` on `listen` (plain HTTP). Off when absent.
@@ -225,6 +227,9 @@ impl HubConfig {
             return Err("regional_address is required with [api] (edges let the regional in from this address only)".into());
         }
         cfg.fallback.validate()?;
+        if let Some(web) = &cfg.web {
+            web.validate()?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for c in &cfg.alerts.channels {
             if !names.insert(&c.name) {

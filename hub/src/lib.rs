@@ -13,3 +13,4 @@ pub mod monitor;
 pub mod notify;
 pub mod regional;
 pub mod serve;
+pub mod web;

@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         action: RoutesAction,
     },
+    /// Operators of the dashboard and the read API, and their tokens.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
     /// Show the SQL that would bring the nodes of a topology spec to it; changes nothing.
     Plan {
         #[arg(long)]
@@ -100,6 +105,47 @@ enum TokenAction {
     },
     /// Revoke an unused token.
     Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum OperatorAction {
+    /// Add an operator. Without --password-stdin a password is made and printed once.
+    Add {
+        name: String,
+        /// Limit the operator to one tenant's facilities (default: every tenant of the region).
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// No password: the operator signs in with tokens only.
+        #[arg(long, conflicts_with = "password_stdin")]
+        no_password: bool,
+    },
+    /// Set a new password (read from standard input, or made and printed); ends the sessions.
+    Password {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Make a bearer token for the read API and the dashboard; printed once.
+    Token {
+        name: String,
+        /// 30m, 24h, 90d, or a time (2026-12-01T12:00:00Z).
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke a token by its id (from `hub operator list`).
+    Revoke { id: i64 },
+    /// Operators, their tokens (never the tokens themselves) and open sessions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an operator with its tokens and sessions.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -212,25 +258,19 @@ async fn main() -> ExitCode {
             let Some(cfg) = load_config(&cli.config) else {
                 return ExitCode::from(2);
             };
-            match token(&cfg, action).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            finish(token(&cfg, action).await)
+        }
+        Command::Operator { action } => {
+            let Some(cfg) = load_config(&cli.config) else {
+                return ExitCode::from(2);
+            };
+            finish(operator(&cfg, action).await)
         }
         Command::Fallback { action } => {
             let Some(cfg) = load_config(&cli.config) else {
                 return ExitCode::from(2);
             };
-            match hub::fallback::cli::run(&cfg, action).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            finish(hub::fallback::cli::run(&cfg, action).await)
         }
         Command::Edges { json, action } => {
             let Some(cfg) = load_config(&cli.config) else {
@@ -479,6 +519,116 @@ async fn token(cfg: &HubConfig, action: TokenAction) -> anyhow::Result<()> {
         TokenAction::Revoke { id } => {
             hub::enroll::revoke_token(&db, id).await?;
             println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// The password from stdin's first line, or a new random one (printed by the caller).
+fn password_from(stdin: bool) -> anyhow::Result<(String, bool)> {
+    if stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        Ok((p, false))
+    } else {
+        Ok((hub::enroll::new_password(), true))
+    }
+}
+
+async fn operator(cfg: &HubConfig, action: OperatorAction) -> anyhow::Result<()> {
+    use hub::web::operators;
+    let mut db = hub::db::connect_and_migrate(&cfg.database).await?;
+    match action {
+        OperatorAction::Add {
+            name,
+            tenant,
+            password_stdin,
+            no_password,
+        } => {
+            let password = if no_password {
+                None
+            } else {
+                Some(password_from(password_stdin)?)
+            };
+            operators::add(
+                &db,
+                &name,
+                tenant.as_ref(),
+                password.as_ref().map(|p| p.0.as_str()),
+            )
+            .await?;
+            let scope = tenant
+                .map(|t| format!("tenant {t}"))
+                .unwrap_or_else(|| "every tenant".into());
+            match password {
+                Some((p, true)) => {
+                    println!("{p}");
+                    eprintln!("operator {name} added ({scope}); the password above is shown once");
+                }
+                _ => eprintln!("operator {name} added ({scope})"),
+            }
+        }
+        OperatorAction::Password {
+            name,
+            password_stdin,
+        } => {
+            let (p, made) = password_from(password_stdin)?;
+            operators::set_password(&mut db, &name, &p).await?;
+            if made {
+                println!("{p}");
+            }
+            eprintln!("password of {name} changed; its sessions ended");
+        }
+        OperatorAction::Token {
+            name,
+            expires,
+            label,
+        } => {
+            let expires_at = hub::enroll::parse_expiry(&expires, chrono::Utc::now())
+                .map_err(anyhow::Error::msg)?;
+            let (id, token) = operators::create_token(&db, &name, &label, expires_at).await?;
+            println!("{token}");
+            eprintln!(
+                "token {id} of {name}, valid until {}; shown once, store it now",
+                expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+        OperatorAction::Revoke { id } => {
+            operators::revoke_token(&db, id).await?;
+            println!("operator token {id} revoked");
+        }
+        OperatorAction::List { json } => {
+            let list = operators::list(&db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<24} {:<24} {:<9} {:<9} tokens (id status expires)",
+                    "operator", "tenant", "password", "sessions"
+                );
+                for o in list {
+                    let tokens: Vec<String> = o
+                        .tokens
+                        .iter()
+                        .map(|t| {
+                            format!("{} {} {}", t.id, t.status, t.expires_at.format("%Y-%m-%d"))
+                        })
+                        .collect();
+                    println!(
+                        "{:<24} {:<24} {:<9} {:<9} {}",
+                        o.name,
+                        o.tenant_id.as_deref().unwrap_or("(all)"),
+                        if o.password { "yes" } else { "no" },
+                        o.active_sessions,
+                        tokens.join(", ")
+                    );
+                }
+            }
+        }
+        OperatorAction::Remove { name } => {
+            operators::remove(&db, &name).await?;
+            println!("operator {name} removed");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `hub serve`: the monitor, the alert outbox, the lag sampler, the regional reconcile,
-//! (with `[api]`) the HTTPS API and (with `[metrics]`) `/metrics` of one replica, until SIGTERM.
+//! (with `[api]`) the HTTPS API, (with `[web]`) the dashboard and (with `[metrics]`)
+//! `/metrics` of one replica, until SIGTERM.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,6 +70,10 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
         Some(api) => Some(crate::api::serve(cfg.clone(), api, wake, stop_rx.clone()).await?),
         None => None,
     };
+    let web = match cfg.web.clone() {
+        Some(web) => Some(crate::web::serve(cfg.clone(), web, stop_rx.clone()).await?),
+        None => None,
+    };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     sync_core::signal::terminated().await;
     tracing::info!("shutting down");
@@ -82,6 +87,9 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
     }
     if let Some(a) = api {
         let _ = a.await;
+    }
+    if let Some(w) = web {
+        let _ = w.await;
     }
     Ok(())
 }

@@ -271,11 +271,21 @@ pub fn scratch_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A throwaway PostgreSQL 16 cluster with an `agog` database, stopped and deleted on drop.
+/// Create `dir` (and its parents) owned by the cluster user, as a box or a cluster needs it.
+pub fn owned_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).ok();
+    chown_to_pg_user(dir)
+}
+
+/// A throwaway PostgreSQL 16 cluster with an `agog` database, stopped and deleted on drop
+/// (unless made with [`Cluster::start_in`] or [`Cluster::attach`]: the lab's clusters outlive
+/// the command that started them).
 pub struct Cluster {
     pub name: String,
     pub dir: PathBuf,
     pub port: u16,
+    keep: bool,
 }
 
 impl Cluster {
@@ -286,8 +296,44 @@ impl Cluster {
 
     /// Start a new cluster with extra `postgresql.conf` settings.
     pub fn start_with(name: &str, settings: &[(&str, &str)]) -> Result<Cluster> {
+        Self::create(name, scratch_dir(name)?, settings, false)
+    }
+
+    /// Start a new cluster in `dir` (which must not exist yet), kept when dropped: it runs until
+    /// [`Cluster::destroy`]. Not reaped with the tests' clusters.
+    pub fn start_in(name: &str, dir: PathBuf) -> Result<Cluster> {
+        anyhow::ensure!(!dir.exists(), "{} exists already", dir.display());
+        owned_dir(&dir)?;
+        Self::create(name, dir, &[], true)
+    }
+
+    /// A kept cluster started earlier (by another process) in `dir` on `port`.
+    pub fn attach(name: &str, dir: PathBuf, port: u16) -> Cluster {
+        Cluster {
+            name: name.to_owned(),
+            dir,
+            port,
+            keep: true,
+        }
+    }
+
+    /// Whether the server in `dir` runs (`pg_ctl status`).
+    pub fn running(&self) -> bool {
+        pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("status")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Stop the server and delete its directory (what dropping a test's cluster does).
+    pub fn destroy(mut self) {
+        self.keep = false;
+    }
+
+    fn create(name: &str, dir: PathBuf, settings: &[(&str, &str)], keep: bool) -> Result<Cluster> {
         let tpl = template()?;
-        let dir = scratch_dir(name)?;
         check(
             Command::new("cp")
                 .arg("-a")
@@ -309,6 +355,7 @@ impl Cluster {
             name: name.to_owned(),
             dir,
             port: 0,
+            keep,
         };
         let mut last = None;
         for _ in 0..5 {
@@ -364,6 +411,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if std::thread::panicking() || std::env::var_os("AGOG_KEEP_LOGS").is_some() {
             // Keep the server log of a failed test for the post-mortem.
             let keep = PathBuf::from("/tmp/agog-failed");

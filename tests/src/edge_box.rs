@@ -19,6 +19,8 @@ pub struct EdgeBox {
     pub replication_role: String,
     pub replication_password: String,
     child: Option<Child>,
+    /// Left running with its directory when dropped (the lab's boxes).
+    keep: bool,
 }
 
 pub struct EdgeBoxConfig<'a> {
@@ -83,7 +85,13 @@ replication_password_file = "{pw}"
     /// A box with an `[enroll]` section: `run` enrolls with the hub first. Its enrollment
     /// state goes to `<dir>/state`.
     pub fn new_enrolling(c: &EnrollingBoxConfig) -> Result<EdgeBox> {
-        let dir = cluster::scratch_dir(&format!("box-{}", c.node))?;
+        Self::new_enrolling_in(cluster::scratch_dir(&format!("box-{}", c.node))?, c)
+    }
+
+    /// An enrolling box in `dir` (the lab's boxes live in the lab's directory, not with the
+    /// tests' scratch directories).
+    pub fn new_enrolling_in(dir: PathBuf, c: &EnrollingBoxConfig) -> Result<EdgeBox> {
+        cluster::owned_dir(&dir)?;
         let enroll = format!(
             r#"[enroll]
 hub_url = "{hub}"
@@ -173,6 +181,7 @@ heartbeat_secs = 1
             replication_role,
             replication_password,
             child: None,
+            keep: false,
         })
     }
 
@@ -186,6 +195,21 @@ heartbeat_secs = 1
         anyhow::ensure!(text.contains(from), "config has no {from:?}");
         fs::write(self.config_path(), text.replace(from, to))?;
         Ok(())
+    }
+
+    /// Start `edge-agent run` in a session of its own and leave it (and the box directory)
+    /// when this value is dropped: the lab's boxes outlive the command that started them.
+    /// Returns the agent's pid.
+    pub fn start_detached(&mut self) -> Result<u32> {
+        let child = process::spawn(
+            "edge-agent",
+            &self.config_path(),
+            "run",
+            &self.dir.join("agent.log"),
+            true,
+        )?;
+        self.keep = true;
+        Ok(child.id())
     }
 
     /// Start `edge-agent run`; its log goes to `agent.log` in the box directory.
@@ -309,6 +333,9 @@ fn tail(s: &str, n: usize) -> String {
 
 impl Drop for EdgeBox {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if std::thread::panicking() || std::env::var_os("AGOG_KEEP_LOGS").is_some() {
             // Keep the agent's log (PostgreSQL's log is in it) for the post-mortem.
             let keep = PathBuf::from("/tmp/agog-failed");

@@ -13,12 +13,23 @@ pub struct HubProcess {
     pub dir: PathBuf,
     pub replica: String,
     child: Option<Child>,
+    /// Left running with its directory when dropped (the lab's hubs).
+    keep: bool,
 }
 
 impl HubProcess {
     /// Write `config` (TOML) for replica `replica`; nothing runs yet.
     pub fn new(replica: &str, config: &str) -> Result<HubProcess> {
-        let dir = cluster::scratch_dir(&format!("hub-{replica}"))?;
+        Self::new_in(
+            cluster::scratch_dir(&format!("hub-{replica}"))?,
+            replica,
+            config,
+        )
+    }
+
+    /// A hub whose config and log live in `dir` (created if needed).
+    pub fn new_in(dir: PathBuf, replica: &str, config: &str) -> Result<HubProcess> {
+        fs::create_dir_all(&dir)?;
         fs::write(
             dir.join("hub.toml"),
             format!("replica_id = \"{replica}\"\n{config}"),
@@ -27,6 +38,7 @@ impl HubProcess {
             dir,
             replica: replica.to_string(),
             child: None,
+            keep: false,
         })
     }
 
@@ -42,6 +54,30 @@ impl HubProcess {
             &self.dir.join("hub.log"),
         )?);
         Ok(())
+    }
+
+    /// Start `hub serve` in a session of its own and leave it (and its directory) when this
+    /// value is dropped. Returns its pid.
+    pub fn start_detached(&mut self) -> Result<u32> {
+        let child = process::spawn(
+            "hub",
+            &self.config_path(),
+            "serve",
+            &self.dir.join("hub.log"),
+            true,
+        )?;
+        self.keep = true;
+        Ok(child.id())
+    }
+
+    /// Run a CLI command with `input` on its standard input: (exit code, stdout, stderr).
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> Result<(i32, String, String)> {
+        Ok(outcome(process::cli_with_input(
+            "hub",
+            &self.config_path(),
+            args,
+            input,
+        )?))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -60,12 +96,7 @@ impl HubProcess {
 
     /// Run a CLI command against this replica's config: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
-        let out = process::cli("hub", &self.config_path(), args)?;
-        Ok((
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        Ok(outcome(process::cli("hub", &self.config_path(), args)?))
     }
 
     pub fn log(&self) -> String {
@@ -73,8 +104,20 @@ impl HubProcess {
     }
 }
 
+/// (exit code, stdout, stderr)
+fn outcome(out: std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 impl Drop for HubProcess {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         self.stop();
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -6,12 +6,14 @@
 //! or from `AGOG_PG_BIN`.
 
 pub mod bin_path;
+pub mod browser;
 pub mod cluster;
 pub mod cpu;
 pub mod edge_box;
 pub mod fleet;
 pub mod health_endpoint;
 pub mod hub_process;
+pub mod lab_process;
 pub mod load;
 pub mod pki;
 pub mod process;

@@ -4,73 +4,18 @@
 //! healthy, synced both ways through the subscriptions the hub made; refused tokens change
 //! nothing; a restarted agent does not enroll again; decommissioning removes the edge.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use agog_tests::edge_box::{EdgeBox, EnrollingBoxConfig};
 use agog_tests::fleet::{count, exec, wait_count};
 use agog_tests::hub_process::HubProcess;
+use agog_tests::pki::{pinned_client, pki, Pki};
 use agog_tests::{cluster, wait_until, Cluster};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 const LA: &str = "facility-la-001";
 const A: &str = "tenant-foo-inc";
 const T: Duration = Duration::from_secs(60);
-
-/// A CA and a hub certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
-struct Pki {
-    ca_cert: PathBuf,
-    hub_cert: PathBuf,
-    hub_key: PathBuf,
-    ca_pem: String,
-}
-
-fn pki(dir: &Path) -> anyhow::Result<Pki> {
-    let now = time::OffsetDateTime::now_utc();
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "AGOG test hub CA");
-    ca.not_before = now - time::Duration::days(1);
-    ca.not_after = now + time::Duration::days(30);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let hub_key = KeyPair::generate()?;
-    let mut hub = CertificateParams::new(Vec::<String>::new())?;
-    hub.distinguished_name.push(DnType::CommonName, "hub");
-    hub.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse()?)];
-    hub.not_before = now - time::Duration::days(1);
-    hub.not_after = now + time::Duration::days(30);
-    let hub_cert = hub.signed_by(&hub_key, &ca_cert, &ca_key)?;
-    let p = Pki {
-        ca_cert: dir.join("ca.pem"),
-        hub_cert: dir.join("hub.pem"),
-        hub_key: dir.join("hub.key"),
-        ca_pem: ca_cert.pem(),
-    };
-    std::fs::write(&p.ca_cert, ca_cert.pem())?;
-    std::fs::write(&p.hub_cert, hub_cert.pem())?;
-    std::fs::write(&p.hub_key, hub_key.serialize_pem())?;
-    Ok(p)
-}
-
-/// An HTTPS client that trusts only the test CA.
-fn pinned_client(ca_pem: &str) -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c?)?;
-    }
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(20))
-        .build()?)
-}
 
 fn hub_config(regional: &Cluster, master: Option<&Cluster>, api_port: u16, p: &Pki) -> String {
     let master = master

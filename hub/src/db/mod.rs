@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("0003_lag_contacts.sql"),
     },
     Migration {
+        version: 5,
+        name: "operators, their tokens and sessions; the last /health of each edge",
+        sql: include_str!("0005_web.sql"),
+    },
+    Migration {
         version: 7,
         name: "cloud fallback: fallbacks, their log, operators, restore tokens",
         sql: include_str!("0007_fallback.sql"),

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+
 use sync_core::health::SlotHealth;
 
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub struct CheckOutcome {
     pub error: Option<String>,
     /// What the edge reported about replication, when it answered with a readable body.
     pub report: Option<EdgeReport>,
+    /// The whole /health body when it was JSON (healthy or not), kept for the dashboard.
+    pub body: Option<serde_json::Value>,
 }
 
 /// The replication part of an edge's `/health` that the hub keeps.
@@ -66,6 +69,7 @@ pub async fn check(
     names: &Names,
 ) -> CheckOutcome {
     let started = Instant::now();
+    let mut kept = None;
     let result = tokio::time::timeout(timeout, async {
         let resp = client
             .get(url)
@@ -79,8 +83,12 @@ pub async fn check(
                 None,
             )
         })?;
-        let body: Body = serde_json::from_slice(&bytes)
+        // One parse: the whole document for the dashboard, the hub's fields read from it.
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| (format!("HTTP {code}, unreadable body: {e}"), None))?;
+        let body = Body::deserialize(&value)
+            .map_err(|e| (format!("HTTP {code}, unexpected body: {e}"), None))?;
+        kept = Some(value);
         let report = body.replication.map(|r| EdgeReport {
             up_slot: r.slots.into_iter().find(|s| s.name == names.up_slot),
             down_age_seconds: r
@@ -119,18 +127,21 @@ pub async fn check(
             latency,
             error: None,
             report,
+            body: kept,
         },
         Ok(Err((e, report))) => CheckOutcome {
             healthy: false,
             latency,
             error: Some(e),
             report,
+            body: kept,
         },
         Err(_) => CheckOutcome {
             healthy: false,
             latency,
             error: Some(format!("no answer within {timeout:?}")),
             report: None,
+            body: None,
         },
     }
 }

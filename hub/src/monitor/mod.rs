@@ -203,6 +203,7 @@ impl Monitor {
             slot_replay: slot.and_then(|s| s.replay_lag_seconds),
             slot_active: slot.map(|s| s.active),
             down_age: outcome.report.as_ref().and_then(|r| r.down_age_seconds),
+            body: outcome.body.as_ref(),
         }
     }
 
@@ -344,7 +345,9 @@ const UPDATE_EDGE: &str = "UPDATE agog_hub.edges
         edge_slot_replay_seconds = CASE WHEN $13 THEN $16 ELSE edge_slot_replay_seconds END,
         edge_slot_active = CASE WHEN $13 THEN $17 ELSE edge_slot_active END,
         edge_down_age_seconds = CASE WHEN $13 THEN $18 ELSE edge_down_age_seconds END,
-        edge_report_at = CASE WHEN $13 THEN $9 ELSE edge_report_at END
+        edge_report_at = CASE WHEN $13 THEN $9 ELSE edge_report_at END,
+        last_health = coalesce($19, last_health),
+        last_health_at = CASE WHEN $19::jsonb IS NULL THEN last_health_at ELSE $9 END
   WHERE facility_id = $1 AND lease_owner = $12";
 
 /// The parameters of `UPDATE_EDGE`, in order.
@@ -367,10 +370,12 @@ struct UpdateParams<'a> {
     slot_replay: Option<f64>,
     slot_active: Option<bool>,
     down_age: Option<f64>,
+    /// The whole /health body, for the dashboard.
+    body: Option<&'a serde_json::Value>,
 }
 
 impl UpdateParams<'_> {
-    fn as_slice(&self) -> [&(dyn ToSql + Sync); 18] {
+    fn as_slice(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             &self.facility,
             &self.state,
@@ -390,6 +395,7 @@ impl UpdateParams<'_> {
             &self.slot_replay,
             &self.slot_active,
             &self.down_age,
+            &self.body,
         ]
     }
 }

@@ -45,7 +45,7 @@ pub struct Recorder<T> {
 }
 
 impl<T: Clone> Recorder<T> {
-    fn new() -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Recorder {
             accepted: Mutex::new(Vec::new()),
             hits: Mutex::new(Vec::new()),

@@ -20,11 +20,15 @@ pub type SlackReceiver = HttpReceiver<Value>;
 
 pub async fn start() -> SlackReceiver {
     let recorder = Recorder::new();
-    let router = Router::new()
+    HttpReceiver::serve(router(recorder.clone()), recorder).await
+}
+
+/// The webhook's routes over `recorder`, for a server of one's own (the lab's alert sink).
+pub fn router(recorder: Arc<Recorder<Value>>) -> Router {
+    Router::new()
         .route(WEBHOOK_PATH, post(webhook))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no_service") })
-        .with_state(recorder.clone());
-    HttpReceiver::serve(router, recorder).await
+        .with_state(recorder)
 }
 
 impl SlackReceiver {
