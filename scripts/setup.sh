@@ -55,5 +55,8 @@ fi
 # Headless Chromium and chromedriver for the dashboard test (tests/tests/dashboard.rs).
 bash "$(dirname "$0")/setup-web.sh"
 
+# The image builder's tools and qemu + OVMF for the image test (tests/tests/image.rs).
+bash "$(dirname "$0")/setup-image.sh" >/dev/null
+
 "$PG_BIN/postgres" --version >&2
 echo "$PG_BIN"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# What image-builder/build-image and the image test (tests/tests/image.rs) need. Idempotent.
+#  - the build tools: mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk (sfdisk), xz, file;
+#  - qemu-system-x86_64 and OVMF for booting the image, unpacked from Debian's .debs into a
+#    private prefix ($CACHE/qemu-x86): installing qemu-system-x86 from bookworm would remove the
+#    machine's qemu-utils from bookworm-backports (they conflict). The libraries qemu links are
+#    ordinary packages and are installed. Prints the prefix on its last line.
+set -euo pipefail
+log() { printf 'setup-image: %s\n' "$*" >&2; }
+if [ "$(id -u)" = 0 ]; then default_cache=/var/cache/agog; else default_cache="${XDG_CACHE_HOME:-$HOME/.cache}/agog"; fi
+CACHE="${AGOG_CACHE_DIR:-$default_cache}"
+QEMU="$CACHE/qemu-x86"
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then log "missing $*: install them as root (apt-get install --no-install-recommends $*)"; exit 1; fi
+  log "apt-get install $*"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need=()
+for pair in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
+            sfdisk:fdisk xz:xz-utils file:file debugfs:e2fsprogs; do
+  PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+# qemu-system-x86 7.2's and qemu-system-common's shared libraries (apt-cache depends).
+libs=(libaio1 libbpf1 libcapstone4 libfdt1 libfuse3-3 libglib2.0-0 libgmp10 libgnutls30 libhogweed6
+  libibverbs1 libjpeg62-turbo libnettle8 libnuma1 libpixman-1-0 libpmem1 libpng16-16 librdmacm1
+  libsasl2-2 libseccomp2 libslirp0 libudev1 liburing2 libvdeplug2 libzstd1 zlib1g libasound2
+  libbrlapi0.8 libcacard0 libcap-ng0 libepoxy0 libgbm1 libncursesw6 libsndio7.0 libspice-server1
+  libtinfo6 libusb-1.0-0 libusbredirparser1)
+for l in "${libs[@]}"; do
+  dpkg-query -W -f='${Status}\n' "$l" 2>/dev/null | grep -q '^install ok installed' || need+=("$l")
+done
+[ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+
+if [ ! -f "$QEMU/.complete" ]; then
+  [ "$(id -u)" = 0 ] || { log "qemu-system-x86 is not unpacked in $QEMU: run this as root once"; exit 1; }
+  log "unpacking qemu-system-x86 and OVMF into $QEMU"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && apt-get download -qq qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu ovmf >/dev/null) \
+    || { apt-get update -qq && (cd "$tmp" && apt-get download -qq qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu ovmf >/dev/null); }
+  rm -rf "$QEMU.partial" && mkdir -p "$QEMU.partial"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$QEMU.partial"; done
+  # /usr/share/qemu links to ../seabios etc. with absolute targets: point them into the prefix.
+  find "$QEMU.partial/usr/share/qemu" -maxdepth 1 -type l | while read -r l; do
+    t=$(readlink "$l")
+    case "$t" in /usr/*) ln -sfn "$QEMU${t}" "$l" ;; esac
+  done
+  rm -rf "$QEMU" && mv "$QEMU.partial" "$QEMU"
+  "$QEMU/usr/bin/qemu-system-x86_64" --version | head -n1 >&2
+  [ -f "$QEMU/usr/share/OVMF/OVMF_CODE.fd" ] || { log "no OVMF_CODE.fd in the ovmf package"; exit 1; }
+  touch "$QEMU/.complete"
+fi
+echo "$QEMU"
