@@ -121,13 +121,14 @@ async fn a_built_image_boots_under_qemu_grows_its_disk_and_enrolls_by_itself() -
     // Build tools, and qemu + OVMF unpacked into a private prefix.
     let qemu_prefix = run(Command::new("bash").arg(repo.join("scripts/setup-image.sh")))?;
     let qemu_prefix = PathBuf::from(qemu_prefix.trim().lines().last().unwrap_or_default());
-    // The static agent that goes into the image (a second, unchanged run takes a second).
-    run(Command::new(repo.join("packaging/build-static")).args([
-        "--target",
-        "x86_64",
-        "--only",
-        "edge-agent",
-    ]))?;
+    // The static agent that goes into the image: built by scripts/test.sh before the tests
+    // (building it from here would wait on the build lock, or rebuild under the test's env).
+    let agent = repo.join("target/x86_64-unknown-linux-musl/release/edge-agent");
+    anyhow::ensure!(
+        agent.exists(),
+        "{} is missing: packaging/build-static --target x86_64 --only edge-agent (scripts/test.sh runs it)",
+        agent.display()
+    );
 
     let regional = Cluster::start("img-us")?;
     let work = TempDir(cluster::scratch_dir("img")?);
@@ -175,6 +176,8 @@ async fn a_built_image_boots_under_qemu_grows_its_disk_and_enrolls_by_itself() -
             "xz",
         ])
         .args(["--xz-level", "1"])
+        .arg("--agent")
+        .arg(&agent)
         .arg("--out")
         .arg(&out)
         .args([
