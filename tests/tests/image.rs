@@ -172,10 +172,10 @@ async fn a_built_image_boots_under_qemu_grows_its_disk_and_enrolls_by_itself() -
             "medium",
             "--name",
             "test-medium",
+            // xz of the 1.9 GB image takes minutes here: benchmarks/image.sh makes the .img.xz.
             "--compress",
-            "xz",
+            "none",
         ])
-        .args(["--xz-level", "1"])
         .arg("--agent")
         .arg(&agent)
         .arg("--out")
@@ -200,9 +200,9 @@ async fn a_built_image_boots_under_qemu_grows_its_disk_and_enrolls_by_itself() -
         started.elapsed().as_secs_f64()
     );
 
-    // What was built: the image, its compressed form, and sha256 files that match them.
+    // What was built: the image and a sha256 file that matches it.
     let img = out.join("test-medium.img");
-    for f in ["test-medium.img", "test-medium.img.xz"] {
+    for f in ["test-medium.img"] {
         let sums = fs::read_to_string(out.join(format!("{f}.sha256")))?;
         let actual = run(Command::new("sha256sum").arg(out.join(f)))?;
         assert_eq!(
