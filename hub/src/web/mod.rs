@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod edge;
+mod fallback;
 pub mod fleet;
 pub mod freshness;
 pub mod operators;

@@ -28,6 +28,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/alerts_live.html"),
     ),
     ("alert_rows.html", include_str!("templates/alert_rows.html")),
+    ("fallback.html", include_str!("templates/fallback.html")),
+    (
+        "fallback_done.html",
+        include_str!("templates/fallback_done.html"),
+    ),
 ];
 
 pub const STYLE_CSS: &str = include_str!("static/style.css");

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::auth::{self, Operator};
 use super::config::WebConfig;
-use super::pages;
+use super::{fallback, pages};
 use crate::config::HubConfig;
 
 #[derive(Clone)]
@@ -68,6 +68,10 @@ pub(crate) fn router(state: WebState) -> Router {
         .route("/inventory", get(pages::inventory_index))
         .route("/facilities/{id}", get(pages::edge))
         .route("/facilities/{id}/inventory", get(pages::inventory))
+        .route(
+            "/facilities/{id}/fallback",
+            get(fallback::show).post(fallback::activate_facility),
+        )
         .route("/alerts", get(pages::alerts))
         .route("/static/style.css", get(pages::style))
         .route("/static/app.js", get(pages::script))
