@@ -251,7 +251,39 @@ async fn in_the_browser(lab: &Lab) -> anyhow::Result<()> {
     b.client.goto(&dashboard).await?;
     b.wait_text(&la_row, &["ONLINE"], T).await?;
     b.close().await?;
+
+    // `down` leaves nothing: no process whose command line names the lab's directory (its
+    // clusters, hubs, agents and sink all run from it), and no directory.
+    let dir = lab.dir.to_string_lossy().into_owned();
+    assert!(
+        !lab_processes(&dir).is_empty(),
+        "the lab's processes are found by their directory"
+    );
+    lab.run(&["down"])?;
+    wait_until("every lab process gone", T, || async {
+        Ok(lab_processes(&dir).is_empty().then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(format!("still running: {:?}", lab_processes(&dir))))?;
+    assert!(!lab.dir.exists(), "lab down left {}", lab.dir.display());
     Ok(())
+}
+
+/// Processes (pid, command line) whose command line mentions `dir`.
+fn lab_processes(dir: &str) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            // A zombie has an empty command line and holds nothing.
+            (pid != std::process::id() && cmd.contains(dir)).then_some((pid, cmd))
+        })
+        .collect()
 }
 
 /// Rows as replication brings them from other regions (the ownership guard does not fire for
