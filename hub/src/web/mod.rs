@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod freshness;
 pub mod operators;
 mod pages;
+mod provision;
 pub mod render;
 mod server;
 

@@ -21,7 +21,7 @@ pub(crate) struct FragmentQuery {
 }
 
 impl FragmentQuery {
-    fn wanted(&self) -> bool {
+    pub(crate) fn wanted(&self) -> bool {
         self.fragment.as_deref() == Some("1")
     }
 }
