@@ -44,6 +44,9 @@ pub struct HubConfig {
     pub fallback: crate::fallback::config::FallbackConfig,
     /// The dashboard and the read API (`crate::web`). Off when absent.
     pub web: Option<crate::web::config::WebConfig>,
+    /// Self-service provisioning (`crate::provision`): the form, each edge's image, the IT
+    /// contact's email. Off when absent; needs `[web]`.
+    pub provision: Option<crate::provision::config::ProvisionConfig>,
 }
 
 /// `[metrics]`: Prometheus scrapes `GET /metrics` on `listen` (plain HTTP). Off when absent.
@@ -229,6 +232,14 @@ impl HubConfig {
         cfg.fallback.validate()?;
         if let Some(web) = &cfg.web {
             web.validate()?;
+        }
+        if let Some(p) = &cfg.provision {
+            if cfg.web.is_none() {
+                return Err(
+                    "[provision] needs [web]: the form and the setup page are served there".into(),
+                );
+            }
+            p.validate()?;
         }
         let mut names = std::collections::BTreeSet::new();
         for c in &cfg.alerts.channels {

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cloud fallback: fallbacks, their log, operators, restore tokens",
         sql: include_str!("0007_fallback.sql"),
     },
+    Migration {
+        version: 9,
+        name: "self-service provisioning requests and their jobs",
+        sql: include_str!("0009_provisioning.sql"),
+    },
 ];
 
 pub const HUB: MigrationSet = MigrationSet {
