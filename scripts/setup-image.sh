@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What image-builder/build-image and the image test (tests/tests/image.rs) need. Idempotent.
-#  - the build tools: mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk (sfdisk), xz, file;
+#  - the build tools: mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk (sfdisk), xz, file,
+#    arch-test (mmdebstrap's check for a foreign architecture: the Pi image);
 #  - qemu-system-x86_64 and OVMF for booting the image, unpacked from Debian's .debs into a
 #    private prefix ($CACHE/qemu-x86): installing qemu-system-x86 from bookworm would remove the
 #    machine's qemu-utils from bookworm-backports (they conflict). The libraries qemu links are
@@ -20,7 +21,7 @@ apt_install() {
 
 need=()
 for pair in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
-            sfdisk:fdisk xz:xz-utils file:file debugfs:e2fsprogs; do
+            sfdisk:fdisk xz:xz-utils file:file debugfs:e2fsprogs arch-test:arch-test; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 # qemu-system-x86 7.2's and qemu-system-common's shared libraries (apt-cache depends).
