@@ -212,12 +212,16 @@ async fn a_built_image_boots_under_qemu_grows_its_disk_and_enrolls_by_itself() -
         );
         assert!(sums.trim_end().ends_with(f), "{sums}");
     }
-    let table = run(Command::new("sfdisk").arg("--dump").arg(&img))?;
-    assert!(table.contains("label: gpt"), "{table}");
+    // Its partition table, boot files, config folder and the agent's architecture, read from the
+    // file (image-builder/check-image: sfdisk, mtools, debugfs).
+    let checks = run(Command::new(repo.join("image-builder/check-image"))
+        .args(["--size", "medium"])
+        .arg(&img))?;
     assert!(
-        table.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
-            && table.contains("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
-        "an ESP and an x86-64 root partition: {table}"
+        checks.contains("GPT: 1 EFI system partition, 2 x86-64 root")
+            && checks.contains("agog/edge.toml (with a bootstrap token)")
+            && checks.contains("edge-agent: ELF 64-bit LSB pie executable, x86-64"),
+        "{checks}"
     );
 
     // A disk of 4 GiB with the image on it (a copy-on-write overlay: the image stays as built).
