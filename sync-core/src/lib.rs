@@ -16,6 +16,7 @@ pub mod schema;
 pub mod signal;
 pub mod spec;
 pub mod sql;
+pub mod vpn;
 
 pub use connect::connect;
 pub use ids::{FacilityId, IdError, NodeName, RegionId, TenantId};
