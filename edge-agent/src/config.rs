@@ -30,6 +30,53 @@ pub struct EdgeConfig {
     pub upstream: Option<UpstreamConfig>,
     /// Enroll with the hub (at the start of `run`, or with `edge-agent enroll`).
     pub enroll: Option<EnrollConfig>,
+    /// Bring up the tunnel the hub assigned at enrollment, and watch it (`crate::tunnel`).
+    pub tunnel: Option<TunnelConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelKind {
+    Wireguard,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// `wireguard` (the kind the hub hands out settings for).
+    pub kind: TunnelKind,
+    /// Default `agogwg0`.
+    #[serde(default = "default_tunnel_interface")]
+    pub interface: String,
+    /// `auto` (kernel WireGuard, else userspace), `kernel` or `userspace`.
+    #[serde(default = "default_tunnel_backend")]
+    pub backend: sync_core::wg::BackendChoice,
+    /// The userspace implementation. Default `wireguard-go`.
+    #[serde(default = "default_wireguard_go")]
+    pub wireguard_go: PathBuf,
+    /// How often the tunnel is checked. Default 5 s.
+    #[serde(default = "default_tunnel_check")]
+    pub check_interval_secs: u64,
+    /// Down when the last handshake is older than this (WireGuard re-handshakes every 2
+    /// minutes while traffic flows, keepalives keep traffic flowing). Default 180 s.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_tunnel_interface() -> String {
+    "agogwg0".into()
+}
+fn default_tunnel_backend() -> sync_core::wg::BackendChoice {
+    sync_core::wg::BackendChoice::Auto
+}
+fn default_wireguard_go() -> PathBuf {
+    "wireguard-go".into()
+}
+fn default_tunnel_check() -> u64 {
+    5
+}
+fn default_handshake_timeout() -> u64 {
+    180
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -71,9 +71,31 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     tokio::spawn(health_server::serve(state.clone(), listener));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The tunnel first: PostgreSQL listens on its address, the upstream is reached through it.
+    let mut extra_listen = Vec::new();
+    let tunnel_task = match (&cfg.tunnel, crate::enroll::load(&cfg)?) {
+        (Some(_), Some(en)) if en.response.tunnel.is_some() => {
+            let settings = en.response.tunnel.clone().unwrap();
+            extra_listen.extend(crate::tunnel::address_ip(&settings));
+            let mut t = crate::tunnel::Tunnel::new(&cfg, settings)?;
+            if let Err(e) = t.bring_up().await {
+                tracing::error!(error = %format!("{e:#}"), "cannot bring up the tunnel yet: retrying");
+            }
+            Some(tokio::spawn(t.watch(state.clone(), shutdown_rx.clone())))
+        }
+        (Some(_), _) => {
+            tracing::warn!("[tunnel] is configured but the hub handed out no tunnel settings (no [tunnel] in its hub.toml, or not enrolled): no tunnel");
+            None
+        }
+        (None, Some(en)) if en.response.tunnel.is_some() => {
+            tracing::warn!("the hub handed out tunnel settings but this config has no [tunnel]: the hub reaches this box only if something else runs the tunnel");
+            None
+        }
+        _ => None,
+    };
     let supervisor = match cfg.postgres.mode {
         PostgresMode::Managed => {
-            postgres::prepare(&cfg, &[]).await?;
+            postgres::prepare(&cfg, &extra_listen).await?;
             Some(tokio::spawn(postgres::supervise(
                 cfg.clone(),
                 state.server.clone(),
@@ -93,6 +115,9 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     let _ = shutdown_tx.send(true);
     if let Some(s) = supervisor {
         let _ = s.await;
+    }
+    if let Some(t) = tunnel_task {
+        let _ = t.await;
     }
     Ok(())
 }

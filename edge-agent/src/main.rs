@@ -15,6 +15,7 @@ mod state;
 mod status;
 mod tls;
 mod topology;
+mod tunnel;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -44,6 +44,8 @@ pub struct HubConfig {
     pub fallback: crate::fallback::config::FallbackConfig,
     /// The dashboard and the read API (`crate::web`). Off when absent.
     pub web: Option<crate::web::config::WebConfig>,
+    /// The edges' WireGuard tunnels: addresses, and this hub's interface (`crate::tunnel`).
+    pub tunnel: Option<crate::tunnel::TunnelConfig>,
 }
 
 /// `[metrics]`: Prometheus scrapes `GET /metrics` on `listen` (plain HTTP). Off when absent.
@@ -227,6 +229,9 @@ impl HubConfig {
             return Err("regional_address is required with [api] (edges let the regional in from this address only)".into());
         }
         cfg.fallback.validate()?;
+        if let Some(t) = &cfg.tunnel {
+            t.validate()?;
+        }
         if let Some(web) = &cfg.web {
             web.validate()?;
         }

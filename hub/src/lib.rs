@@ -13,4 +13,5 @@ pub mod monitor;
 pub mod notify;
 pub mod regional;
 pub mod serve;
+pub mod tunnel;
 pub mod web;

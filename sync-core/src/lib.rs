@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod cli;
 pub mod connect;
 pub mod desired;
+pub mod fsutil;
 pub mod health;
 pub mod ids;
 pub mod migrate;
@@ -17,6 +18,7 @@ pub mod signal;
 pub mod spec;
 pub mod sql;
 pub mod vpn;
+pub mod wg;
 
 pub use connect::connect;
 pub use ids::{FacilityId, IdError, NodeName, RegionId, TenantId};

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cloud fallback: fallbacks, their log, operators, restore tokens",
         sql: include_str!("0007_fallback.sql"),
     },
+    Migration {
+        version: 8,
+        name: "each edge's tunnel address",
+        sql: include_str!("0008_tunnel.sql"),
+    },
 ];
 
 pub const HUB: MigrationSet = MigrationSet {
