@@ -73,6 +73,8 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // The tunnel first: PostgreSQL listens on its address, the upstream is reached through it.
     let mut extra_listen = Vec::new();
+    // Stopped after PostgreSQL: its walsenders finish sending through the tunnel.
+    let (tunnel_stop_tx, tunnel_stop_rx) = watch::channel(false);
     let tunnel_task = match (&cfg.tunnel, crate::enroll::load(&cfg)?) {
         (Some(_), Some(en)) if en.response.tunnel.is_some() => {
             let settings = en.response.tunnel.clone().unwrap();
@@ -81,7 +83,7 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
             if let Err(e) = t.bring_up().await {
                 tracing::error!(error = %format!("{e:#}"), "cannot bring up the tunnel yet: retrying");
             }
-            Some(tokio::spawn(t.watch(state.clone(), shutdown_rx.clone())))
+            Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
         }
         (Some(_), _) => {
             tracing::warn!("[tunnel] is configured but the hub handed out no tunnel settings (no [tunnel] in its hub.toml, or not enrolled): no tunnel");
@@ -116,6 +118,7 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     if let Some(s) = supervisor {
         let _ = s.await;
     }
+    let _ = tunnel_stop_tx.send(true);
     if let Some(t) = tunnel_task {
         let _ = t.await;
     }

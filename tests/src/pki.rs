@@ -17,6 +17,11 @@ pub struct Pki {
 
 /// Write `ca.pem`, `hub.pem` and `hub.key` into `dir`.
 pub fn pki(dir: &Path) -> anyhow::Result<Pki> {
+    pki_for(dir, &["127.0.0.1"])
+}
+
+/// As [`pki`], the hub's certificate valid for each of `ips`.
+pub fn pki_for(dir: &Path, ips: &[&str]) -> anyhow::Result<Pki> {
     let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -29,7 +34,10 @@ pub fn pki(dir: &Path) -> anyhow::Result<Pki> {
     let hub_key = KeyPair::generate()?;
     let mut hub = CertificateParams::new(Vec::<String>::new())?;
     hub.distinguished_name.push(DnType::CommonName, "hub");
-    hub.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse()?)];
+    hub.subject_alt_names = ips
+        .iter()
+        .map(|ip| Ok(SanType::IpAddress(ip.parse()?)))
+        .collect::<anyhow::Result<_>>()?;
     hub.not_before = now - time::Duration::days(1);
     hub.not_after = now + time::Duration::days(30);
     let hub_cert = hub.signed_by(&hub_key, &ca_cert, &ca_key)?;
