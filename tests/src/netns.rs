@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 
 const PREFIX: &str = "agogt-";
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// Interface names handed out here, whose WireGuard sockets are removed when stale.
+static IFNAMES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 fn ip(args: &[&str]) -> Result<Output> {
     Command::new("ip")
@@ -39,7 +41,21 @@ pub fn unique_ifname(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = format!("{tag}{:x}{n:x}", std::process::id());
     assert!(name.len() <= 15, "interface name {name} too long");
+    IFNAMES.lock().unwrap().push(name.clone());
     name
+}
+
+/// Remove `/var/run/wireguard/<name>.sock` of our interfaces when nothing answers on it any
+/// more (a wireguard-go killed with SIGKILL leaves its socket behind).
+fn remove_stale_sockets() {
+    for name in IFNAMES.lock().unwrap().iter() {
+        let sock = format!("/var/run/wireguard/{name}.sock");
+        if std::path::Path::new(&sock).exists()
+            && std::os::unix::net::UnixStream::connect(&sock).is_err()
+        {
+            let _ = fs::remove_file(&sock);
+        }
+    }
 }
 
 pub struct Netns {
@@ -189,5 +205,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let pids = self.pids();
         kill_all(&self.name, &pids);
+        remove_stale_sockets();
     }
 }

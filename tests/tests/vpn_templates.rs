@@ -99,7 +99,8 @@ fn wireguard_files_load_into_a_real_device() {
     }
     let set = ns.run("wg", &["setconf", &iface, stripped_path.to_str().unwrap()]);
     let shown = ns.run("wg", &["showconf", &iface]);
-    let _ = child.kill();
+    // SIGTERM: wireguard-go removes its socket (the namespace's Drop removes a stale one).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     set.unwrap();
     let shown = shown.unwrap();
