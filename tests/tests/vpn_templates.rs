@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agog_tests::cluster::scratch_dir;
 use agog_tests::netns::{unique_ifname, Netns};
-use sync_core::vpn::{OpenVpnValues, WireGuardValues};
+use sync_core::vpn::{IpsecValues, OpenVpnValues, WireGuardValues};
 
 fn wg_key() -> (String, String) {
     let private = Command::new("wg").arg("genkey").output().unwrap();
@@ -242,5 +242,129 @@ fn openvpn_client_config_passes_openvpns_option_parser() {
     let (parsed, log) = openvpn_parse(&ns, &bad);
     assert!(!parsed, "openvpn took a misspelt option:\n{log}");
     assert!(log.contains("Options error"), "{log}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// swanctl.conf through swanctl itself, loaded into a real charon (charon-systemd in a network
+/// namespace and a mount namespace of its own: its pid file path is fixed under /run) over its
+/// VICI socket. swanctl exits 0 on a syntax error, so its stderr is checked too.
+fn swanctl_load(strongswan_conf: &std::path::Path, file: &std::path::Path) -> (bool, String) {
+    let out = Command::new("swanctl")
+        .args(["--load-all", "--noprompt", "--file"])
+        .arg(file)
+        .env("STRONGSWAN_CONF", strongswan_conf)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refused = [
+        "syntax error",
+        "invalid config",
+        "config discarded",
+        "loading connection",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
+    (out.status.success() && !refused, text)
+}
+
+#[test]
+fn swanctl_conf_loads_into_a_real_charon() {
+    let dir = scratch_dir("vpn-swan").unwrap();
+    let run = dir.join("run");
+    fs::create_dir_all(&run).unwrap();
+    let vici = dir.join("charon.vici");
+    let conf = dir.join("strongswan.conf");
+    fs::write(
+        &conf,
+        format!(
+            "charon-systemd {{
+  load_modular = no
+  load = random nonce aes sha1 sha2 pem pkcs1 pkcs8 x509 revocation constraints pubkey hmac gcm kdf vici kernel-libipsec kernel-netlink socket-default
+  plugins {{
+    vici {{ socket = unix://{vici} }}
+  }}
+  journal {{ default = -1 }}
+}}
+swanctl {{ socket = unix://{vici} }}
+",
+            vici = vici.display()
+        ),
+    )
+    .unwrap();
+    let v = IpsecValues {
+        facility: "facility-la-001".into(),
+        local_addrs: "192.0.2.2".into(),
+        remote_addrs: "192.0.2.1".into(),
+        local_id: "facility-la-001".into(),
+        remote_id: "hub.us-east".into(),
+        local_ts: "10.97.0.2/32".into(),
+        remote_ts: "10.97.0.0/24".into(),
+        auth: "psk".into(),
+        psk: Some("a-pre-shared-key-of-more-than-twenty".into()),
+        local_cert: None,
+        dpd_secs: 10,
+    };
+    let r = v.render().unwrap();
+    assert!(r.secret);
+    let file = dir.join(&r.file_name);
+    fs::write(&file, &r.text).unwrap();
+
+    let ns = Netns::new("swan").unwrap();
+    let mut charon = ns
+        .command("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            &format!(
+                "mount --bind {} /run && exec /usr/sbin/charon-systemd",
+                run.display()
+            ),
+        ])
+        .env("STRONGSWAN_CONF", &conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !vici.exists() {
+        if start.elapsed() > Duration::from_secs(10) || charon.try_wait().unwrap().is_some() {
+            let _ = charon.kill();
+            panic!("charon made no VICI socket at {}", vici.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (loaded, text) = swanctl_load(&conf, &file);
+    let listed = Command::new("swanctl")
+        .arg("--list-conns")
+        .env("STRONGSWAN_CONF", &conf)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    // A broken file: an unknown key is refused, and the check says so.
+    let bad = dir.join("bad.conf");
+    fs::write(&bad, r.text.replace("remote_ts =", "remote_tz =")).unwrap();
+    let (bad_loaded, bad_text) = swanctl_load(&conf, &bad);
+    // SAFETY: our own child (charon after the exec chain).
+    unsafe { libc::kill(charon.id() as i32, libc::SIGTERM) };
+    let _ = charon.wait();
+
+    assert!(loaded, "swanctl refused the rendered swanctl.conf:\n{text}");
+    assert!(
+        text.contains("loaded ike secret 'ike-agog'")
+            && text.contains("loaded connection 'agog-facility-la-001'"),
+        "{text}"
+    );
+    assert!(listed.contains("agog-facility-la-001: IKEv2"), "{listed}");
+    assert!(listed.contains("remote: 192.0.2.1"), "{listed}");
+    assert!(
+        listed.contains("local:  10.97.0.2/32") && listed.contains("remote: 10.97.0.0/24"),
+        "{listed}"
+    );
+    assert!(!bad_loaded, "swanctl took an unknown key:\n{bad_text}");
     let _ = fs::remove_dir_all(&dir);
 }
