@@ -22,6 +22,12 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# The hub writes each provisioned edge's image (sfdisk, mtools, xz); the provisioning test makes
+# its golden images with mkfs.vfat.
+command -v sfdisk >/dev/null || need_apt+=(fdisk)
+command -v mcopy >/dev/null || need_apt+=(mtools)
+command -v mkfs.vfat >/dev/null || need_apt+=(dosfstools)
+command -v xz >/dev/null || need_apt+=(xz-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing ${need_apt[*]}: install them (needs root)"; exit 1; fi
   log "apt-get install ${need_apt[*]}"

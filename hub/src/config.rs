@@ -46,6 +46,9 @@ pub struct HubConfig {
     pub web: Option<crate::web::config::WebConfig>,
     /// The edges' WireGuard tunnels: addresses, and this hub's interface (`crate::tunnel`).
     pub tunnel: Option<crate::tunnel::TunnelConfig>,
+    /// Self-service provisioning (`crate::provision`): the form, each edge's image, the IT
+    /// contact's email. Off when absent; needs `[web]`.
+    pub provision: Option<crate::provision::config::ProvisionConfig>,
 }
 
 /// `[metrics]`: Prometheus scrapes `GET /metrics` on `listen` (plain HTTP). Off when absent.
@@ -234,6 +237,14 @@ impl HubConfig {
         }
         if let Some(web) = &cfg.web {
             web.validate()?;
+        }
+        if let Some(p) = &cfg.provision {
+            if cfg.web.is_none() {
+                return Err(
+                    "[provision] needs [web]: the form and the setup page are served there".into(),
+                );
+            }
+            p.validate()?;
         }
         let mut names = std::collections::BTreeSet::new();
         for c in &cfg.alerts.channels {

@@ -87,7 +87,7 @@ pub struct TokenInfo {
 
 /// Store a new token's hash; returns its id and the token (shown once, never stored).
 pub async fn create_token(
-    db: &Client,
+    db: &impl tokio_postgres::GenericClient,
     facility: &FacilityId,
     tenant: &TenantId,
     name: &str,

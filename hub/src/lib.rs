@@ -11,6 +11,7 @@ pub mod lag;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;
+pub mod provision;
 pub mod regional;
 pub mod serve;
 pub mod tunnel;

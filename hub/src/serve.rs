@@ -60,6 +60,7 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
     };
     let cfg = Arc::new(cfg);
     let lag = tokio::spawn(crate::lag::run(cfg.clone(), stop_rx.clone()));
+    let provisioning = tokio::spawn(crate::provision::jobs::run(cfg.clone(), stop_rx.clone()));
     let wake = Arc::new(Notify::new());
     let r = tokio::spawn(crate::regional::run(
         cfg.clone(),
@@ -91,6 +92,7 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
     let _ = r.await;
     let _ = lag.await;
     let _ = tunnel.await;
+    let _ = provisioning.await;
     if let Some(h) = metrics_server {
         let _ = h.await;
     }

@@ -251,7 +251,39 @@ async fn in_the_browser(lab: &Lab) -> anyhow::Result<()> {
     b.client.goto(&dashboard).await?;
     b.wait_text(&la_row, &["ONLINE"], T).await?;
     b.close().await?;
+
+    // `down` leaves nothing: no process whose command line names the lab's directory (its
+    // clusters, hubs, agents and sink all run from it), and no directory.
+    let dir = lab.dir.to_string_lossy().into_owned();
+    assert!(
+        !lab_processes(&dir).is_empty(),
+        "the lab's processes are found by their directory"
+    );
+    lab.run(&["down"])?;
+    wait_until("every lab process gone", T, || async {
+        Ok(lab_processes(&dir).is_empty().then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(format!("still running: {:?}", lab_processes(&dir))))?;
+    assert!(!lab.dir.exists(), "lab down left {}", lab.dir.display());
     Ok(())
+}
+
+/// Processes (pid, command line) whose command line mentions `dir`.
+fn lab_processes(dir: &str) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            // A zombie has an empty command line and holds nothing.
+            (pid != std::process::id() && cmd.contains(dir)).then_some((pid, cmd))
+        })
+        .collect()
 }
 
 /// Rows as replication brings them from other regions (the ownership guard does not fire for
@@ -546,4 +578,272 @@ async fn a_tenant_token_reads_only_its_tenant_and_sessions_expire_and_end() -> a
     assert_eq!(with(session2).await?.status().as_u16(), 303);
     hub.stop();
     Ok(())
+}
+
+/// Type `text` into the field with id `id` (after clearing it).
+async fn fill(b: &Browser, id: &str, text: &str) -> anyhow::Result<()> {
+    let e = b.client.find(Locator::Id(id)).await?;
+    e.clear().await?;
+    e.send_keys(text).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_fallback_is_activated_from_the_dashboard_dialog_by_an_operator_with_the_right(
+) -> anyhow::Result<()> {
+    let regional = Cluster::start("web-fb")?;
+    let mail = agog_tests::receivers::smtp::start().await;
+    let web_port = cluster::free_port()?;
+    let mut hub = HubProcess::new(
+        "web-fb-hub",
+        &format!(
+            r#"region = "us-east"
+database = "{db}"
+regional_address = "127.0.0.1"
+
+[monitor]
+interval_secs = 1
+timeout_secs = 1
+offline_after_secs = 3
+tick_ms = 200
+
+[reconcile]
+interval_secs = 2
+
+[web]
+listen = "127.0.0.1:{web_port}"
+
+[[alerts.channels]]
+name = "ops-email"
+kind = "email"
+host = "127.0.0.1"
+port = {smtp}
+tls = "none"
+from = "AGOG <alerts@agog.test>"
+to = ["ops@agog.test"]
+retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_total_ms = 5000, request_timeout_ms = 3000 }}
+"#,
+            db = regional.conninfo(),
+            smtp = mail.addr.port(),
+        ),
+    )?;
+    // LA's box is gone (its /health never answers); NY is another facility of the tenant.
+    for f in [LA, "facility-ny-001"] {
+        hub_out(hub.cli(&[
+            "edges",
+            "add",
+            "--facility",
+            f,
+            "--tenant",
+            "tenant-foo-inc",
+            "--health-url",
+            "http://127.0.0.1:9/health",
+        ])?)?;
+    }
+    hub_out(hub.cli_with_input(
+        &["operator", "add", "root", "--password-stdin"],
+        "a long root password\n",
+    )?)?;
+    hub_out(hub.cli_with_input(
+        &["operator", "add", "viewer", "--password-stdin"],
+        "a long viewer password\n",
+    )?)?;
+    // The one list of the right: the dashboard operator `root` holds it, `viewer` does not.
+    hub_out(hub.cli(&["fallback", "grant", "root"])?)?;
+    hub.start()?;
+    let db = regional.client().await?;
+    wait_until("the regional's sync schema", T, || async {
+        Ok(db
+            .query_opt("SELECT 1 FROM agog_sync.node_identity", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|_| ()))
+    })
+    .await
+    .map_err(|e| e.context(hub.log()))?;
+    // LA's last heartbeat, as replication brought it before the fire.
+    exec(
+        &db,
+        &format!(
+            "SET session_replication_role = replica;
+             INSERT INTO public.edge_heartbeats (facility_id, tenant_id, region, beat_at, agent_version, schema_version)
+             VALUES ('{LA}', 'tenant-foo-inc', 'us-east', '2026-11-30 08:15:00+00', '0.1.0', 4);
+             SET session_replication_role = origin;"
+        ),
+    )
+    .await?;
+    let base = format!("http://127.0.0.1:{web_port}");
+    let fallbacks = || async {
+        anyhow::Ok(
+            db.query_one("SELECT count(*) FROM agog_hub.fallbacks", &[])
+                .await?
+                .get::<_, i64>(0),
+        )
+    };
+
+    let b = Browser::start("dashboard-fallback").await?;
+    let r = async {
+        // An operator without the right sees the facts and why there is no button.
+        b.client.goto(&format!("{base}/facilities/{LA}/fallback")).await?;
+        b.wait_text("h1", &["Sign in"], T).await?;
+        sign_in(&b, "viewer", "a long viewer password").await?;
+        b.wait_text("#no-right", &["hub fallback grant viewer"], T)
+            .await?;
+        assert!(b.text("form.dialog").await?.is_none());
+        b.screenshot("fallback-01-no-right").await?;
+        b.client
+            .find(Locator::Css(".who button"))
+            .await?
+            .click()
+            .await?;
+        b.wait_text("h1", &["Sign in"], T).await?;
+
+        // The operator with the right: from the edge page to the dialog, as in the design.
+        b.client.goto(&format!("{base}/facilities/{LA}")).await?;
+        sign_in(&b, "root", "a long root password").await?;
+        b.wait_text(".facts", &["OFFLINE"], T).await?;
+        b.client
+            .find(Locator::Id("fallback-link"))
+            .await?
+            .click()
+            .await?;
+        b.wait_text("h1", &["Disaster recovery activation"], T)
+            .await?;
+        b.wait_text("#last-data", &["2026-11-30 08:15:00 UTC"], T)
+            .await?;
+        b.screenshot("fallback-02-dialog").await?;
+
+        // A blank reason comes back next to its field, with what was typed kept; nothing is made.
+        fill(&b, "reason", "   ").await?;
+        fill(&b, "expected_duration", "3-6 months rebuild").await?;
+        fill(&b, "notify", "worker@la.test, not-an-address").await?;
+        b.client
+            .find(Locator::Css("form.dialog button[type='submit']"))
+            .await?
+            .click()
+            .await?;
+        b.wait_text("#reason-error", &["Say why"], T).await?;
+        b.wait_text("#notify-error", &["not-an-address"], T).await?;
+        let kept = b
+            .client
+            .find(Locator::Id("expected_duration"))
+            .await?
+            .prop("value")
+            .await?;
+        assert_eq!(kept.as_deref(), Some("3-6 months rebuild"));
+        assert_eq!(fallbacks().await?, 0, "a refused form makes nothing");
+        b.screenshot("fallback-03-refused").await?;
+
+        fill(&b, "reason", "Fire - building destroyed").await?;
+        fill(&b, "notify", "worker@la.test").await?;
+        b.client
+            .find(Locator::Css("form.dialog button[type='submit']"))
+            .await?
+            .click()
+            .await?;
+        b.wait_text("#fallback-state", &["Cloud fallback active"], T)
+            .await?;
+        let role = b.text("#workspace-role").await?.unwrap_or_default();
+        let password = b.text("#workspace-password").await?.unwrap_or_default();
+        let address = b.text("#workspace-address").await?.unwrap_or_default();
+        assert!(address.contains(&role), "{address} / {role}");
+        b.screenshot("fallback-04-activated").await?;
+
+        // Recorded under the dashboard operator's name, as the CLI and API would.
+        let row = db
+            .query_one(
+                "SELECT activated_by, reason, expected_duration, notify, phase FROM agog_hub.fallbacks WHERE facility_id = $1",
+                &[&LA],
+            )
+            .await?;
+        assert_eq!(row.get::<_, String>(0), "root");
+        assert_eq!(row.get::<_, String>(1), "Fire - building destroyed");
+        assert_eq!(row.get::<_, String>(2), "3-6 months rebuild");
+        assert_eq!(row.get::<_, Vec<String>>(3), ["worker@la.test"]);
+        assert_eq!(row.get::<_, String>(4), "active");
+
+        // The password on the page opens the workspace, which shows LA's rows only.
+        let ws_c = sync_core::connect(&format!(
+            "host=127.0.0.1 port={} dbname=agog user={role} password={password}",
+            regional.port
+        ))
+        .await?;
+        ws_c.execute(
+            "INSERT INTO public.orders (facility_id, tenant_id, order_number, total) VALUES ($1, 'tenant-foo-inc', 'LA-CLOUD-1', 10)",
+            &[&LA],
+        )
+        .await?;
+        let refused = ws_c
+            .execute(
+                "INSERT INTO public.orders (facility_id, tenant_id, order_number, total) VALUES ('facility-ny-001', 'tenant-foo-inc', 'NY-X', 1)",
+                &[],
+            )
+            .await;
+        assert!(refused.is_err(), "the workspace wrote another facility's order");
+
+        // The workers' email says where to go and how current the data is.
+        let notice = wait_until("the workers' email", T, || async {
+            Ok(mail.accepted().into_iter().find(|m| {
+                m.envelope_to.iter().any(|t| t == "worker@la.test")
+                    && m.subject.contains("cloud fallback")
+            }))
+        })
+        .await?;
+        let text = notice.text.unwrap_or_default();
+        assert!(text.contains(&address), "{text}");
+        assert!(text.contains("2026-11-30 08:15:00 UTC"), "{text}");
+
+        // The fleet and the edge page say so; the dialog now shows the state and every step.
+        b.client.goto(&base).await?;
+        b.wait_text(
+            &format!("tr[data-facility='{LA}']"),
+            &["CLOUD FALLBACK", "alerts silenced"],
+            T,
+        )
+        .await?;
+        b.wait_text(".summary", &["1 in cloud fallback"], T).await?;
+        let ny = b
+            .text("tr[data-facility='facility-ny-001']")
+            .await?
+            .unwrap_or_default();
+        assert!(!ny.contains("CLOUD FALLBACK"), "{ny}");
+        b.screenshot("fallback-05-fleet").await?;
+        b.client.goto(&format!("{base}/facilities/{LA}")).await?;
+        b.wait_text(".facts", &["CLOUD FALLBACK", "silenced"], T)
+            .await?;
+        assert!(b.text("#fallback-link").await?.is_none());
+        b.client.goto(&format!("{base}/facilities/{LA}/fallback")).await?;
+        b.wait_text("#fallback-state", &["Activated by root", "Fire"], T)
+            .await?;
+        b.wait_text("table.log", &["root", "activation requested"], T)
+            .await?;
+        assert!(b.text("form.dialog").await?.is_none(), "no second activation");
+
+        // A second activation (a stale tab posting again) is refused with the reason.
+        let http = no_redirects();
+        let cookie = b
+            .client
+            .get_named_cookie("agog_session")
+            .await?
+            .value()
+            .to_string();
+        let resp = http
+            .post(format!("{base}/facilities/{LA}/fallback"))
+            .header("cookie", format!("agog_session={cookie}"))
+            .form(&[("reason", "again"), ("expected_duration", "1 day"), ("notify", "")])
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 409);
+        let body = resp.text().await?;
+        assert!(body.contains("already in cloud fallback"), "{body}");
+        assert_eq!(fallbacks().await?, 1);
+        anyhow::Ok(())
+    }
+    .await;
+    if r.is_err() {
+        eprintln!("hub log:\n{}", hub.log());
+    }
+    b.close().await?;
+    r
 }

@@ -29,6 +29,11 @@ pub struct FleetRow {
     pub schema_version: Option<i32>,
     /// healthy | degraded | unhealthy: the last /health that answered.
     pub health: Option<String>,
+    /// normal | cloud_fallback (its people work in a cloud workspace; its health alerts are
+    /// silenced).
+    pub mode: String,
+    /// When the cloud fallback was activated (this region's edges).
+    pub fallback_since: Option<DateTime<Utc>>,
 }
 
 /// Replication lag both ways: up = the edge's operational data to the regional, down = master
@@ -113,9 +118,13 @@ pub async fn fleet(db: &impl GenericClient, scope: Option<&str>) -> anyhow::Resu
                     coalesce(h.agent_version, e.agent_version, e.last_health->>'version'),
                     coalesce(h.schema_version, (e.last_health->>'schema_version')::int),
                     e.last_health->>'status', e.last_health->'tunnel', e.last_health->'replication',
-                    to_jsonb(e) - 'replication_conninfo' - 'last_health'
+                    to_jsonb(e) - 'replication_conninfo' - 'last_health',
+                    CASE WHEN f.phase IN ('closing', 'restored') OR f.phase IS NULL THEN 'normal'
+                         ELSE 'cloud_fallback' END,
+                    f.activated_at
                FROM agog_hub.edges e
                LEFT JOIN public.edge_heartbeats h ON h.facility_id = e.facility_id
+               LEFT JOIN agog_hub.fallbacks f ON f.facility_id = e.facility_id AND f.phase <> 'restored'
               WHERE $1::text IS NULL OR e.tenant_id = $1
               ORDER BY e.facility_id",
             &[&scope],
@@ -144,6 +153,8 @@ pub async fn fleet(db: &impl GenericClient, scope: Option<&str>) -> anyhow::Resu
                     .get::<_, Option<Value>>(13)
                     .and_then(|t| serde_json::from_value(t).ok()),
                 lag: lag(r.get(15), replication.as_ref()),
+                mode: r.get(16),
+                fallback_since: r.get(17),
             }
         })
         .collect();
@@ -151,7 +162,7 @@ pub async fn fleet(db: &impl GenericClient, scope: Option<&str>) -> anyhow::Resu
         .query(
             "SELECT fs.facility_id, fs.region, fs.tenant_id, fs.online,
                     fs.offline_since, extract(epoch FROM now() - fs.offline_since)::float8,
-                    fs.last_sync, extract(epoch FROM now() - fs.last_sync)::float8
+                    fs.last_sync, extract(epoch FROM now() - fs.last_sync)::float8, fs.mode
                FROM public.facility_status fs
               WHERE NOT EXISTS (SELECT 1 FROM agog_hub.edges e WHERE e.facility_id = fs.facility_id)
                 AND ($1::text IS NULL OR fs.tenant_id = $1)
@@ -179,6 +190,8 @@ pub async fn fleet(db: &impl GenericClient, scope: Option<&str>) -> anyhow::Resu
         agent_version: None,
         schema_version: None,
         health: None,
+        mode: r.get(8),
+        fallback_since: None,
     }));
     Ok(rows)
 }

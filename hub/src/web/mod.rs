@@ -11,10 +11,12 @@ pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod edge;
+mod fallback;
 pub mod fleet;
 pub mod freshness;
 pub mod operators;
 mod pages;
+mod provision;
 pub mod render;
 mod server;
 

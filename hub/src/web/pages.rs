@@ -21,7 +21,7 @@ pub(crate) struct FragmentQuery {
 }
 
 impl FragmentQuery {
-    fn wanted(&self) -> bool {
+    pub(crate) fn wanted(&self) -> bool {
         self.fragment.as_deref() == Some("1")
     }
 }
@@ -96,6 +96,7 @@ pub(crate) async fn fleet(
     let counts = context! {
         online => count("online"), offline => count("offline"),
         escalated => count("escalated"), unknown => count("unknown"),
+        fallback => rows.iter().filter(|r| r.mode == "cloud_fallback").count(),
     };
     let ctx =
         context! { nav => "fleet", rows => rows, counts => counts, now => chrono::Utc::now() };
@@ -217,7 +218,7 @@ fn safe_next(next: Option<&str>) -> String {
 
 /// A POST from another site (a browser says so in Origin / Sec-Fetch-Site) is refused: the
 /// session cookie is SameSite=Strict as well, this also covers the sign-in form.
-fn cross_site(headers: &HeaderMap) -> bool {
+pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())

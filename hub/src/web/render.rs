@@ -28,6 +28,29 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/alerts_live.html"),
     ),
     ("alert_rows.html", include_str!("templates/alert_rows.html")),
+    ("fallback.html", include_str!("templates/fallback.html")),
+    (
+        "provision_list.html",
+        include_str!("templates/provision_list.html"),
+    ),
+    (
+        "provision_form.html",
+        include_str!("templates/provision_form.html"),
+    ),
+    (
+        "provision_status.html",
+        include_str!("templates/provision_status.html"),
+    ),
+    (
+        "provision_live.html",
+        include_str!("templates/provision_live.html"),
+    ),
+    ("setup.html", include_str!("templates/setup.html")),
+    ("setup_live.html", include_str!("templates/setup_live.html")),
+    (
+        "fallback_done.html",
+        include_str!("templates/fallback_done.html"),
+    ),
 ];
 
 pub const STYLE_CSS: &str = include_str!("static/style.css");

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::auth::{self, Operator};
 use super::config::WebConfig;
-use super::pages;
+use super::{fallback, pages, provision};
 use crate::config::HubConfig;
 
 #[derive(Clone)]
@@ -68,7 +68,19 @@ pub(crate) fn router(state: WebState) -> Router {
         .route("/inventory", get(pages::inventory_index))
         .route("/facilities/{id}", get(pages::edge))
         .route("/facilities/{id}/inventory", get(pages::inventory))
+        .route(
+            "/facilities/{id}/fallback",
+            get(fallback::show).post(fallback::activate_facility),
+        )
         .route("/alerts", get(pages::alerts))
+        .route("/provision", get(provision::list))
+        .route(
+            "/provision/new",
+            get(provision::new_form).post(provision::submit),
+        )
+        .route("/provision/{facility}", get(provision::status))
+        .route("/setup/{key}", get(provision::setup))
+        .route("/downloads/{key}/{file}", get(provision::download))
         .route("/static/style.css", get(pages::style))
         .route("/static/app.js", get(pages::script))
         .route("/api/v1/facilities", get(pages::api_facilities))
