@@ -38,6 +38,7 @@ pub struct EdgeConfig {
 #[serde(rename_all = "lowercase")]
 pub enum TunnelKind {
     Wireguard,
+    Openvpn,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +62,25 @@ pub struct TunnelConfig {
     /// minutes while traffic flows, keepalives keep traffic flowing). Default 180 s.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
+    /// OpenVPN: the client binary. Default `openvpn`.
+    #[serde(default = "default_openvpn")]
+    pub openvpn: PathBuf,
+    /// OpenVPN: the CA that signed the server's certificate, this box's certificate (CN: its
+    /// facility id) and key, and the `tls-crypt` key (PEM files).
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub tls_crypt: Option<PathBuf>,
+    /// OpenVPN: the server certificate's name (`verify-x509-name`). Default `hub`.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+}
+
+fn default_openvpn() -> PathBuf {
+    "openvpn".into()
+}
+fn default_server_name() -> String {
+    "hub".into()
 }
 
 fn default_tunnel_interface() -> String {

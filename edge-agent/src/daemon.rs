@@ -76,14 +76,25 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     // Stopped after PostgreSQL: its walsenders finish sending through the tunnel.
     let (tunnel_stop_tx, tunnel_stop_rx) = watch::channel(false);
     let tunnel_task = match (&cfg.tunnel, crate::enroll::load(&cfg)?) {
-        (Some(_), Some(en)) if en.response.tunnel.is_some() => {
+        (Some(tc), Some(en)) if en.response.tunnel.is_some() => {
             let settings = en.response.tunnel.clone().unwrap();
             extra_listen.extend(crate::tunnel::address_ip(&settings));
-            let mut t = crate::tunnel::Tunnel::new(&cfg, settings)?;
-            if let Err(e) = t.bring_up().await {
-                tracing::error!(error = %format!("{e:#}"), "cannot bring up the tunnel yet: retrying");
+            match tc.kind {
+                crate::config::TunnelKind::Wireguard => {
+                    let mut t = crate::tunnel::Tunnel::new(&cfg, settings)?;
+                    if let Err(e) = t.bring_up().await {
+                        tracing::error!(error = %format!("{e:#}"), "cannot bring up the tunnel yet: retrying");
+                    }
+                    Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
+                }
+                crate::config::TunnelKind::Openvpn => {
+                    let mut t = crate::tunnel_openvpn::OpenVpnTunnel::new(&cfg, settings)?;
+                    if let Err(e) = t.bring_up(Duration::from_secs(30)).await {
+                        tracing::error!(error = %format!("{e:#}"), "the tunnel is not up yet: PostgreSQL starts without its tunnel address");
+                    }
+                    Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
+                }
             }
-            Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
         }
         (Some(_), _) => {
             tracing::warn!("[tunnel] is configured but the hub handed out no tunnel settings (no [tunnel] in its hub.toml, or not enrolled): no tunnel");

@@ -292,6 +292,30 @@ async fn tunnel_checks(cfg: &EdgeConfig) -> Vec<Check> {
         Err(e) => return vec![bad("tunnel", Outcome::Fail, format!("{e:#}"), "re-enroll")],
     };
     let mut out = Vec::new();
+    if t.kind == crate::config::TunnelKind::Openvpn {
+        let Some(sock) = crate::tunnel_openvpn::management_socket(cfg) else {
+            return out;
+        };
+        out.push(match crate::tunnel_openvpn::query_state(&sock).await {
+            Ok((state, _, ip)) if state == "CONNECTED" => ok(
+                "tunnel",
+                format!("openvpn connected to {} as {ip}", settings.hub_endpoint),
+            ),
+            Ok((state, _, _)) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("openvpn is {state}, not connected to {}", settings.hub_endpoint),
+                format!("check that UDP to {} passes every firewall and that this box's certificate is signed by the server's CA and not revoked (state_dir/tunnel/openvpn.log says why)", settings.hub_endpoint),
+            ),
+            Err(e) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("openvpn's management interface at {}: {e:#}", sock.display()),
+                "the agent runs openvpn: systemctl restart agog-edge-agent; is the openvpn package installed?",
+            ),
+        });
+        return out;
+    }
     let dev = match sync_core::wg::read_any(&t.interface) {
         Ok(d) => d,
         Err(e) => {

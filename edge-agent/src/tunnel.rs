@@ -72,6 +72,7 @@ impl Tunnel {
         let t = cfg.tunnel.clone().context("no [tunnel] section")?;
         let want = match t.kind {
             crate::config::TunnelKind::Wireguard => "wireguard",
+            crate::config::TunnelKind::Openvpn => "openvpn",
         };
         anyhow::ensure!(
             settings.kind == want,

@@ -24,9 +24,30 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::HubConfig;
 
+/// Which tunnel the edges get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HubTunnelKind {
+    /// The hub runs the WireGuard interface itself.
+    Wireguard,
+    /// An OpenVPN server runs beside the hub (`topology subnet`, `client-config-dir`,
+    /// certificates with each edge's facility id as CN); the hub writes one client-config file
+    /// per enrolled edge (`ifconfig-push` of its address) into `openvpn_ccd_dir`.
+    Openvpn,
+}
+
+fn default_kind() -> HubTunnelKind {
+    HubTunnelKind::Wireguard
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelConfig {
+    /// `wireguard` (default) or `openvpn`.
+    #[serde(default = "default_kind")]
+    pub kind: HubTunnelKind,
+    /// OpenVPN: the server's `client-config-dir`, kept equal to the fleet by the hub.
+    pub openvpn_ccd_dir: Option<PathBuf>,
     /// The region's tunnel range, IPv4, e.g. `10.99.0.0/24`.
     pub range: String,
     /// The hub's address in it. Default: the range's first host.
@@ -152,6 +173,9 @@ impl TunnelConfig {
             Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {}
             _ => return Err(format!("tunnel.endpoint {:?}: host:port", self.endpoint)),
         }
+        if self.kind == HubTunnelKind::Openvpn && self.openvpn_ccd_dir.is_none() {
+            return Err("tunnel.openvpn_ccd_dir is required with kind = \"openvpn\"".into());
+        }
         if self.interface.is_empty()
             || self.interface.len() > 15
             || !self
@@ -183,11 +207,16 @@ impl TunnelConfig {
     /// The settings an edge with tunnel address `edge` gets.
     pub fn settings_for(&self, edge: Ipv4Addr) -> anyhow::Result<TunnelSettings> {
         let r = self.range();
+        let (kind, hub_public_key) = match self.kind {
+            HubTunnelKind::Wireguard => ("wireguard", self.private_key()?.get_public().to_base64()),
+            // The edge trusts the server by its certificate (its CA, remote-cert-tls).
+            HubTunnelKind::Openvpn => ("openvpn", String::new()),
+        };
         Ok(TunnelSettings {
-            kind: "wireguard".into(),
+            kind: kind.into(),
             address: format!("{edge}/{}", r.prefix),
             hub_address: self.hub_address().to_string(),
-            hub_public_key: self.private_key()?.get_public().to_base64(),
+            hub_public_key,
             hub_endpoint: self.endpoint.clone(),
             allowed_ips: vec![r.to_string()],
             keepalive_secs: self.keepalive_secs,
@@ -259,6 +288,9 @@ async fn fleet_peers(db: &tokio_postgres::Client) -> anyhow::Result<Vec<Peer>> {
 /// `hub serve`'s tunnel task: bring up the interface, keep its peers equal to the fleet.
 pub async fn run(cfg: Arc<HubConfig>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let Some(t) = cfg.tunnel.clone() else { return };
+    if t.kind == HubTunnelKind::Openvpn {
+        return run_openvpn_ccd(cfg, t, wake, stop).await;
+    }
     if !t.manage_interface {
         return;
     }
@@ -314,6 +346,72 @@ pub async fn run(cfg: Arc<HubConfig>, wake: Arc<Notify>, mut stop: watch::Receiv
     if let Some(i) = iface {
         i.down().await;
     }
+}
+
+/// OpenVPN: one client-config file per enrolled edge, named by its facility id (the CN of its
+/// certificate), pushing its address; files of edges that went are removed.
+async fn run_openvpn_ccd(
+    cfg: Arc<HubConfig>,
+    t: TunnelConfig,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let dir = t.openvpn_ccd_dir.clone().expect("validated");
+    let mask = Ipv4Addr::from(u32::MAX << (32 - t.range().prefix));
+    let mut db: Option<tokio_postgres::Client> = None;
+    loop {
+        if db.as_ref().is_none_or(|c| c.is_closed()) {
+            db = sync_core::connect(&cfg.database).await.ok();
+        }
+        if let Some(c) = &db {
+            if let Err(e) = write_ccd(c, &dir, mask).await {
+                tracing::warn!(error = %format!("{e:#}"), dir = %dir.display(), "cannot write the OpenVPN client configs");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(t.sync_secs.max(1))) => {}
+            _ = wake.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn write_ccd(
+    db: &tokio_postgres::Client,
+    dir: &std::path::Path,
+    mask: Ipv4Addr,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let rows = db
+        .query(
+            "SELECT facility_id, host(tunnel_address) FROM agog_hub.edges
+              WHERE tunnel_address IS NOT NULL",
+            &[],
+        )
+        .await?;
+    let mut keep = std::collections::BTreeSet::new();
+    for r in rows {
+        let facility: String = r.get(0);
+        let addr: Ipv4Addr = r.get::<_, String>(1).parse()?;
+        // Facility ids are validated ids (letters, digits, dashes): safe as file names.
+        sync_core::ids::FacilityId::parse(&facility)
+            .map_err(|e| anyhow::anyhow!("facility {facility:?}: {e}"))?;
+        let text = format!("ifconfig-push {addr} {mask}\n");
+        let path = dir.join(&facility);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, &text)?;
+            tracing::info!(facility, %addr, "OpenVPN client config written");
+        }
+        keep.insert(facility);
+    }
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+            tracing::info!(facility = name, "OpenVPN client config removed");
+        }
+    }
+    Ok(())
 }
 
 async fn bring_up(t: &TunnelConfig, address: &str) -> anyhow::Result<WgInterface> {
