@@ -411,12 +411,42 @@ webhook_url = "http://127.0.0.1:{slack_port}{path}"
         .log()
         .contains("the tunnel interface is gone: bringing it up again"));
 
+    // The hub's wireguard-go killed: the hub brings its interface up again with the fleet's
+    // peers, and the edge's keepalives make a new session.
+    let hub_wg_pid = hub_ns
+        .pids()
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                c.starts_with("wireguard-go") && c.contains(&hub_wg)
+            })
+        })
+        .expect("the hub's wireguard-go");
+    // SAFETY: a process inside this test's namespace.
+    unsafe { libc::kill(hub_wg_pid, libc::SIGKILL) };
+    let hub_killed = Instant::now();
+    exec(&edge_c, &format!("INSERT INTO orders (facility_id, tenant_id, order_number) VALUES ('{LA}', '{A}', 'LA-53')")).await?;
+    wait_count(&us_c, "SELECT 1 FROM orders", 53, T)
+        .await
+        .map_err(|e| e.context(hub.log()))?;
+    let to_hub_rebuilt = hub_killed.elapsed();
+    assert!(hub
+        .log()
+        .contains("the tunnel interface is gone: bringing it up again"));
+    let hub_peers = hub_ns.run("wg", &["show", &hub_wg, "allowed-ips"])?;
+    assert!(
+        hub_peers.contains(&format!("{edge_key}\t10.99.0.2/32")),
+        "{hub_peers}"
+    );
+
     eprintln!(
         "tunnel_wireguard: bring-up {bring_up_ms:?} ms, first handshake {handshake_ms:?} ms after bring-up, \
          agent start -> healthy {to_healthy:.1?}, agent start -> first operational row at the regional {to_first_row:.1?}, \
          edge insert -> regional {first_row:.2?}; link cut -> offline {to_offline:.1?}, -> alert {to_alert:.1?}; \
          link back -> RECOVERED {to_recovered:.1?}, -> 50 rows caught up {to_caught_up:.1?}; \
-         wireguard-go killed -> tunnel back and a row through {to_rebuilt:.1?}; whole test {:.1?}",
+         wireguard-go killed -> tunnel back and a row through {to_rebuilt:.1?}; \
+         the hub's wireguard-go killed -> a row through {to_hub_rebuilt:.1?}; whole test {:.1?}",
         started.elapsed()
     );
     edge.stop()?;
