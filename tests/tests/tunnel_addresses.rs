@@ -161,6 +161,19 @@ manage_interface = false
         .get::<_, String>(1)
         .starts_with("host='10.98.0.3' port=5432 "));
 
+    // `hub edges --json` shows each edge's address and key (what doctor's fix points to).
+    let (code, out, err) = hub.cli(&["edges", "--json"])?;
+    assert_eq!(code, 0, "{err}");
+    let edges: serde_json::Value = serde_json::from_str(&out)?;
+    let e = edges
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["facility_id"] == facilities[2].as_str())
+        .unwrap();
+    assert_eq!(e["tunnel_address"], "10.98.0.4", "{e}");
+    assert_eq!(e["wireguard_public_key"], public_key(3).as_str(), "{e}");
+
     // Re-enrolled (a new token for the same facility): the same address.
     let again = token(&hub, &facilities[0])?;
     let (code, body) = enroll(&client, api_port, &again, &facilities[0], 1).await?;
