@@ -62,7 +62,7 @@ fi
 # kernel has no module), its tools, OpenVPN, strongSwan's swanctl and charon with kernel-libipsec,
 # nftables.
 tunnel_pkgs=(wireguard-go wireguard-tools openvpn strongswan-swanctl charon-systemd
-  libcharon-extra-plugins nftables iproute2)
+  libcharon-extra-plugins libstrongswan-standard-plugins nftables iproute2)
 missing=()
 for p in "${tunnel_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -39,6 +39,7 @@ pub struct EdgeConfig {
 pub enum TunnelKind {
     Wireguard,
     Openvpn,
+    Ipsec,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +75,13 @@ pub struct TunnelConfig {
     /// OpenVPN: the server certificate's name (`verify-x509-name`). Default `hub`.
     #[serde(default = "default_server_name")]
     pub server_name: String,
+    /// IPsec: strongSwan's charon. Default `/usr/sbin/charon-systemd`.
+    #[serde(default = "default_charon")]
+    pub charon: PathBuf,
+}
+
+fn default_charon() -> PathBuf {
+    "/usr/sbin/charon-systemd".into()
 }
 
 fn default_openvpn() -> PathBuf {

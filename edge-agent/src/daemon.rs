@@ -87,6 +87,13 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
                     }
                     Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
                 }
+                crate::config::TunnelKind::Ipsec => {
+                    let mut t = crate::tunnel_ipsec::IpsecTunnel::new(&cfg, settings)?;
+                    if let Err(e) = t.bring_up().await {
+                        tracing::error!(error = %format!("{e:#}"), "cannot bring up the IPsec tunnel yet: retrying");
+                    }
+                    Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
+                }
                 crate::config::TunnelKind::Openvpn => {
                     let mut t = crate::tunnel_openvpn::OpenVpnTunnel::new(&cfg, settings)?;
                     if let Err(e) = t.bring_up(Duration::from_secs(30)).await {

@@ -292,6 +292,30 @@ async fn tunnel_checks(cfg: &EdgeConfig) -> Vec<Check> {
         Err(e) => return vec![bad("tunnel", Outcome::Fail, format!("{e:#}"), "re-enroll")],
     };
     let mut out = Vec::new();
+    if t.kind == crate::config::TunnelKind::Ipsec {
+        let conf = cfg
+            .enroll
+            .as_ref()
+            .map(|e| e.state_dir.join("tunnel/ipsec/strongswan.conf"))
+            .unwrap_or_default();
+        let conn = format!("agog-{}", cfg.facility);
+        out.push(match sync_core::ipsec::sa_up(&conf, &conn) {
+            Ok(true) => ok("tunnel", format!("IPsec SA {conn} established with {}", settings.hub_endpoint)),
+            Ok(false) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("no IPsec SA with the hub at {}", settings.hub_endpoint),
+                format!("check that UDP 500 and 4500 to {} pass every firewall, and that the hub has this box's public key (re-enroll if state_dir/ipsec.key was replaced); state_dir/tunnel/ipsec/charon.log says why", settings.hub_endpoint),
+            ),
+            Err(e) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("charon does not answer: {e:#}"),
+                "the agent runs charon: systemctl restart agog-edge-agent; are charon-systemd and libcharon-extra-plugins installed?",
+            ),
+        });
+        return out;
+    }
     if t.kind == crate::config::TunnelKind::Openvpn {
         let Some(sock) = crate::tunnel_openvpn::management_socket(cfg) else {
             return out;

@@ -200,6 +200,12 @@ pub fn request(cfg: &EdgeConfig) -> anyhow::Result<EnrollRequest> {
         node: Some(cfg.node_name().map_err(anyhow::Error::msg)?.to_string()),
         wireguard_public_key: wireguard_public_key(dir)?,
         replication_password: replication_password(dir)?,
+        ipsec_public_key: match cfg.tunnel.as_ref().map(|t| t.kind) {
+            Some(crate::config::TunnelKind::Ipsec) => Some(sync_core::ipsec::rsa_key(
+                &dir.join(crate::tunnel_ipsec::KEY_FILE),
+            )?),
+            _ => None,
+        },
         replication_user: DEFAULT_REPLICATION_USER.into(),
         health_url: format!("http://{url_host}:{}/health", cfg.health.listen.port()),
         replication_host: host.clone(),

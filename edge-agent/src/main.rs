@@ -16,6 +16,7 @@ mod status;
 mod tls;
 mod topology;
 mod tunnel;
+mod tunnel_ipsec;
 mod tunnel_openvpn;
 
 use std::path::PathBuf;

@@ -73,6 +73,7 @@ impl Tunnel {
         let want = match t.kind {
             crate::config::TunnelKind::Wireguard => "wireguard",
             crate::config::TunnelKind::Openvpn => "openvpn",
+            crate::config::TunnelKind::Ipsec => "ipsec",
         };
         anyhow::ensure!(
             settings.kind == want,

@@ -220,6 +220,7 @@ struct Valid {
     facility: FacilityId,
     node: NodeName,
     wireguard_public_key: String,
+    ipsec_public_key: Option<String>,
     replication_conninfo: String,
     health_url: String,
     agent_version: String,
@@ -323,7 +324,18 @@ fn validate(cfg: &HubConfig, req: &EnrollRequest) -> Result<Valid, Refusal> {
         ));
     }
     let replication_conninfo = replication_conninfo(host, req);
+    if let Some(k) = &req.ipsec_public_key {
+        if !sync_core::ipsec::is_public_key_pem(k) {
+            return Err(Refusal::invalid(
+                "ipsec_public_key must be one PEM PUBLIC KEY",
+            ));
+        }
+    }
     Ok(Valid {
+        ipsec_public_key: req
+            .ipsec_public_key
+            .as_ref()
+            .map(|k| k.trim().to_string() + "\n"),
         facility,
         node,
         wireguard_public_key: base64::engine::general_purpose::STANDARD.encode(&key),
@@ -582,7 +594,7 @@ pub async fn enroll(
         "UPDATE agog_hub.edges
             SET replication_conninfo = $2, wireguard_public_key = $3, agent_version = $4,
                 enrolled_address = $5, master_role = $6, token_id = $7, enrolled_at = now(),
-                tunnel_address = $8::text::inet
+                tunnel_address = $8::text::inet, ipsec_public_key = $9
           WHERE facility_id = $1",
         &[
             &v.facility.as_str(),
@@ -593,6 +605,7 @@ pub async fn enroll(
             &role,
             &token_id,
             &tunnel_address,
+            &v.ipsec_public_key,
         ],
     )
     .await

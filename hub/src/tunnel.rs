@@ -34,6 +34,10 @@ pub enum HubTunnelKind {
     /// certificates with each edge's facility id as CN); the hub writes one client-config file
     /// per enrolled edge (`ifconfig-push` of its address) into `openvpn_ccd_dir`.
     Openvpn,
+    /// strongSwan (IKEv2, raw public keys, kernel-libipsec where the kernel has no ESP) runs
+    /// beside the hub; the hub writes its swanctl.conf (a connection per enrolled edge, the
+    /// edge's public key) into `ipsec_dir` and loads it with `swanctl --load-all`.
+    Ipsec,
 }
 
 fn default_kind() -> HubTunnelKind {
@@ -48,6 +52,10 @@ pub struct TunnelConfig {
     pub kind: HubTunnelKind,
     /// OpenVPN: the server's `client-config-dir`, kept equal to the fleet by the hub.
     pub openvpn_ccd_dir: Option<PathBuf>,
+    /// IPsec: the swanctl directory of the charon beside the hub (`swanctl.conf`, `conf.d/`,
+    /// `pubkey/`, `private/`), and the strongswan.conf swanctl reaches it with.
+    pub ipsec_dir: Option<PathBuf>,
+    pub ipsec_strongswan_conf: Option<PathBuf>,
     /// The region's tunnel range, IPv4, e.g. `10.99.0.0/24`.
     pub range: String,
     /// The hub's address in it. Default: the range's first host.
@@ -176,6 +184,13 @@ impl TunnelConfig {
         if self.kind == HubTunnelKind::Openvpn && self.openvpn_ccd_dir.is_none() {
             return Err("tunnel.openvpn_ccd_dir is required with kind = \"openvpn\"".into());
         }
+        if self.kind == HubTunnelKind::Ipsec
+            && (self.ipsec_dir.is_none() || self.ipsec_strongswan_conf.is_none())
+        {
+            return Err(
+                "tunnel.ipsec_dir and tunnel.ipsec_strongswan_conf are required with kind = \"ipsec\"".into(),
+            );
+        }
         if self.interface.is_empty()
             || self.interface.len() > 15
             || !self
@@ -211,6 +226,8 @@ impl TunnelConfig {
             HubTunnelKind::Wireguard => ("wireguard", self.private_key()?.get_public().to_base64()),
             // The edge trusts the server by its certificate (its CA, remote-cert-tls).
             HubTunnelKind::Openvpn => ("openvpn", String::new()),
+            // The hub's raw RSA public key (PEM).
+            HubTunnelKind::Ipsec => ("ipsec", sync_core::ipsec::rsa_key(&self.private_key_file)?),
         };
         Ok(TunnelSettings {
             kind: kind.into(),
@@ -290,6 +307,9 @@ pub async fn run(cfg: Arc<HubConfig>, wake: Arc<Notify>, mut stop: watch::Receiv
     let Some(t) = cfg.tunnel.clone() else { return };
     if t.kind == HubTunnelKind::Openvpn {
         return run_openvpn_ccd(cfg, t, wake, stop).await;
+    }
+    if t.kind == HubTunnelKind::Ipsec {
+        return run_ipsec(cfg, t, wake, stop).await;
     }
     if !t.manage_interface {
         return;
@@ -374,6 +394,107 @@ async fn run_openvpn_ccd(
             _ = stop.changed() => break,
         }
     }
+}
+
+/// IPsec: the hub's swanctl.conf with one connection per enrolled edge (its key in `pubkey/`),
+/// loaded into the charon beside the hub whenever it changes (and every minute, in case charon
+/// restarted).
+async fn run_ipsec(
+    cfg: Arc<HubConfig>,
+    t: TunnelConfig,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut db: Option<tokio_postgres::Client> = None;
+    let mut loaded: Option<(String, std::time::Instant)> = None;
+    loop {
+        if db.as_ref().is_none_or(|c| c.is_closed()) {
+            db = sync_core::connect(&cfg.database).await.ok();
+        }
+        if let Some(c) = &db {
+            match ipsec_conf(c, &t).await {
+                Ok(text) => {
+                    let stale = loaded
+                        .as_ref()
+                        .is_none_or(|(l, at)| *l != text || at.elapsed() > Duration::from_secs(60));
+                    if stale {
+                        let dir = t.ipsec_dir.clone().unwrap();
+                        let conf = t.ipsec_strongswan_conf.clone().unwrap();
+                        let file = dir.join("swanctl.conf");
+                        let r = std::fs::write(&file, &text)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|_| sync_core::ipsec::load_all(&conf, &file));
+                        match r {
+                            Ok(_) => {
+                                tracing::info!(file = %file.display(), "IPsec connections loaded");
+                                loaded = Some((text, std::time::Instant::now()));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %format!("{e:#}"), "cannot load the IPsec connections")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot write the IPsec connections")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(t.sync_secs.max(1))) => {}
+            _ = wake.notified() => {}
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+async fn ipsec_conf(db: &tokio_postgres::Client, t: &TunnelConfig) -> anyhow::Result<String> {
+    let dir = t.ipsec_dir.clone().expect("validated");
+    for d in ["pubkey", "private"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    let hub_pub = sync_core::ipsec::rsa_key(&t.private_key_file)?;
+    std::fs::copy(&t.private_key_file, dir.join("private/agog-hub.key"))?;
+    std::fs::write(dir.join("pubkey/agog-hub.pem"), &hub_pub)?;
+    let rows = db
+        .query(
+            "SELECT facility_id, host(tunnel_address), ipsec_public_key FROM agog_hub.edges
+              WHERE tunnel_address IS NOT NULL AND ipsec_public_key IS NOT NULL
+              ORDER BY facility_id",
+            &[],
+        )
+        .await?;
+    let mut text = String::new();
+    for r in rows {
+        let facility: String = r.get(0);
+        sync_core::ids::FacilityId::parse(&facility)
+            .map_err(|e| anyhow::anyhow!("facility {facility:?}: {e}"))?;
+        let addr: String = r.get(1);
+        let key: String = r.get(2);
+        anyhow::ensure!(
+            sync_core::ipsec::is_public_key_pem(&key),
+            "{facility}: not a public key"
+        );
+        let key_file = format!("agog-edge-{facility}.pem");
+        std::fs::write(dir.join("pubkey").join(&key_file), &key)?;
+        let v = sync_core::vpn::IpsecValues {
+            facility: facility.clone(),
+            local_addrs: "%any".into(),
+            remote_addrs: "%any".into(),
+            local_id: "hub".into(),
+            remote_id: facility.clone(),
+            local_ts: format!("{}/32", t.hub_address()),
+            remote_ts: format!("{addr}/32"),
+            auth: "pubkey".into(),
+            psk: None,
+            local_pubkey: Some("agog-hub.pem".into()),
+            remote_pubkey: Some(key_file),
+            dpd_secs: 10,
+            start_action: "none".into(),
+        };
+        text.push_str(&v.render()?.text);
+    }
+    Ok(text)
 }
 
 async fn write_ccd(

@@ -30,6 +30,9 @@ pub struct EnrollRequest {
     pub wireguard_public_key: String,
     /// Password of the role the regional uses to subscribe to the edge, chosen by the edge.
     pub replication_password: String,
+    /// For an IPsec tunnel: the edge's raw public key (PEM `PUBLIC KEY`), made on the box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec_public_key: Option<String>,
     /// That role's name. Default `agog_replication`.
     #[serde(default = "default_replication_user")]
     pub replication_user: String,

@@ -10,6 +10,7 @@ pub mod desired;
 pub mod fsutil;
 pub mod health;
 pub mod ids;
+pub mod ipsec;
 pub mod migrate;
 pub mod plan;
 pub mod reconcile;

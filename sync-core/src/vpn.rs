@@ -71,9 +71,13 @@ pub struct IpsecValues {
     pub auth: String,
     /// With `psk`: the pre-shared key.
     pub psk: Option<String>,
-    /// With `pubkey`: the file name of the edge's certificate in `swanctl/x509`.
-    pub local_cert: Option<String>,
+    /// With `pubkey`: file names (in `swanctl/pubkey/`) of the raw public keys of this side
+    /// and of the peer.
+    pub local_pubkey: Option<String>,
+    pub remote_pubkey: Option<String>,
     pub dpd_secs: u32,
+    /// `start` on the initiating side (the edge), `none` on the responder (the hub).
+    pub start_action: String,
 }
 
 /// An OpenVPN client.
@@ -251,13 +255,28 @@ impl IpsecValues {
                     });
                 }
             }
-            "pubkey" => plain("local_cert", self.local_cert.as_deref().unwrap_or_default())?,
+            "pubkey" => {
+                plain(
+                    "local_pubkey",
+                    self.local_pubkey.as_deref().unwrap_or_default(),
+                )?;
+                plain(
+                    "remote_pubkey",
+                    self.remote_pubkey.as_deref().unwrap_or_default(),
+                )?;
+            }
             other => {
                 return Err(RenderError::Invalid {
                     field: "auth",
                     problem: format!("{other:?} is neither psk nor pubkey"),
                 })
             }
+        }
+        if !matches!(self.start_action.as_str(), "start" | "none" | "trap") {
+            return Err(RenderError::Invalid {
+                field: "start_action",
+                problem: "start, none or trap".into(),
+            });
         }
         Ok(())
     }

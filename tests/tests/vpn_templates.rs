@@ -305,8 +305,10 @@ swanctl {{ socket = unix://{vici} }}
         remote_ts: "10.97.0.0/24".into(),
         auth: "psk".into(),
         psk: Some("a-pre-shared-key-of-more-than-twenty".into()),
-        local_cert: None,
+        local_pubkey: None,
+        remote_pubkey: None,
         dpd_secs: 10,
+        start_action: "start".into(),
     };
     let r = v.render().unwrap();
     assert!(r.secret);
