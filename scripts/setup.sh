@@ -28,6 +28,8 @@ command -v sfdisk >/dev/null || need_apt+=(fdisk)
 command -v mcopy >/dev/null || need_apt+=(mtools)
 command -v mkfs.vfat >/dev/null || need_apt+=(dosfstools)
 command -v xz >/dev/null || need_apt+=(xz-utils)
+# The packaging test checks the .deb packages with Debian's lintian.
+command -v lintian >/dev/null || need_apt+=(lintian)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing ${need_apt[*]}: install them (needs root)"; exit 1; fi
   log "apt-get install ${need_apt[*]}"
