@@ -28,6 +28,8 @@ command -v sfdisk >/dev/null || need_apt+=(fdisk)
 command -v mcopy >/dev/null || need_apt+=(mtools)
 command -v mkfs.vfat >/dev/null || need_apt+=(dosfstools)
 command -v xz >/dev/null || need_apt+=(xz-utils)
+# The packaging test checks the .deb packages with Debian's lintian.
+command -v lintian >/dev/null || need_apt+=(lintian)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then log "missing ${need_apt[*]}: install them (needs root)"; exit 1; fi
   log "apt-get install ${need_apt[*]}"
@@ -56,6 +58,23 @@ fi
 if [ "$(id -u)" = 0 ] && ! id "$PG_USER" >/dev/null 2>&1; then
   log "creating unprivileged user $PG_USER for throwaway clusters"
   useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
+fi
+
+# Tunnels (tests/tests/vpn_templates.rs, tunnel_wireguard.rs): userspace WireGuard (this kind of
+# kernel has no module), its tools, OpenVPN, strongSwan's swanctl and charon with kernel-libipsec,
+# nftables.
+tunnel_pkgs=(wireguard-go wireguard-tools openvpn strongswan-swanctl charon-systemd
+  libcharon-extra-plugins libstrongswan-standard-plugins nftables iproute2)
+missing=()
+for p in "${tunnel_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then log "missing ${missing[*]}: install them (needs root)"; exit 1; fi
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian enables the units; the tests start their own daemons.
+  systemctl disable --now openvpn.service strongswan.service >/dev/null 2>&1 || true
 fi
 
 # Headless Chromium and chromedriver for the dashboard test (tests/tests/dashboard.rs).

@@ -30,6 +30,81 @@ pub struct EdgeConfig {
     pub upstream: Option<UpstreamConfig>,
     /// Enroll with the hub (at the start of `run`, or with `edge-agent enroll`).
     pub enroll: Option<EnrollConfig>,
+    /// Bring up the tunnel the hub assigned at enrollment, and watch it (`crate::tunnel`).
+    pub tunnel: Option<TunnelConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelKind {
+    Wireguard,
+    Openvpn,
+    Ipsec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// `wireguard` (the kind the hub hands out settings for).
+    pub kind: TunnelKind,
+    /// Default `agogwg0`.
+    #[serde(default = "default_tunnel_interface")]
+    pub interface: String,
+    /// `auto` (kernel WireGuard, else userspace), `kernel` or `userspace`.
+    #[serde(default = "default_tunnel_backend")]
+    pub backend: sync_core::wg::BackendChoice,
+    /// The userspace implementation. Default `wireguard-go`.
+    #[serde(default = "default_wireguard_go")]
+    pub wireguard_go: PathBuf,
+    /// How often the tunnel is checked. Default 5 s.
+    #[serde(default = "default_tunnel_check")]
+    pub check_interval_secs: u64,
+    /// Down when the last handshake is older than this (WireGuard re-handshakes every 2
+    /// minutes while traffic flows, keepalives keep traffic flowing). Default 180 s.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// OpenVPN: the client binary. Default `openvpn`.
+    #[serde(default = "default_openvpn")]
+    pub openvpn: PathBuf,
+    /// OpenVPN: the CA that signed the server's certificate, this box's certificate (CN: its
+    /// facility id) and key, and the `tls-crypt` key (PEM files).
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub tls_crypt: Option<PathBuf>,
+    /// OpenVPN: the server certificate's name (`verify-x509-name`). Default `hub`.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// IPsec: strongSwan's charon. Default `/usr/sbin/charon-systemd`.
+    #[serde(default = "default_charon")]
+    pub charon: PathBuf,
+}
+
+fn default_charon() -> PathBuf {
+    "/usr/sbin/charon-systemd".into()
+}
+
+fn default_openvpn() -> PathBuf {
+    "openvpn".into()
+}
+fn default_server_name() -> String {
+    "hub".into()
+}
+
+fn default_tunnel_interface() -> String {
+    "agogwg0".into()
+}
+fn default_tunnel_backend() -> sync_core::wg::BackendChoice {
+    sync_core::wg::BackendChoice::Auto
+}
+fn default_wireguard_go() -> PathBuf {
+    "wireguard-go".into()
+}
+fn default_tunnel_check() -> u64 {
+    5
+}
+fn default_handshake_timeout() -> u64 {
+    180
 }
 
 #[derive(Debug, Clone, Deserialize)]

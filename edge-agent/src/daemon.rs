@@ -71,9 +71,51 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     tokio::spawn(health_server::serve(state.clone(), listener));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The tunnel first: PostgreSQL listens on its address, the upstream is reached through it.
+    let mut extra_listen = Vec::new();
+    // Stopped after PostgreSQL: its walsenders finish sending through the tunnel.
+    let (tunnel_stop_tx, tunnel_stop_rx) = watch::channel(false);
+    let tunnel_task = match (&cfg.tunnel, crate::enroll::load(&cfg)?) {
+        (Some(tc), Some(en)) if en.response.tunnel.is_some() => {
+            let settings = en.response.tunnel.clone().unwrap();
+            extra_listen.extend(crate::tunnel::address_ip(&settings));
+            match tc.kind {
+                crate::config::TunnelKind::Wireguard => {
+                    let mut t = crate::tunnel::Tunnel::new(&cfg, settings)?;
+                    if let Err(e) = t.bring_up().await {
+                        tracing::error!(error = %format!("{e:#}"), "cannot bring up the tunnel yet: retrying");
+                    }
+                    Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
+                }
+                crate::config::TunnelKind::Ipsec => {
+                    let mut t = crate::tunnel_ipsec::IpsecTunnel::new(&cfg, settings)?;
+                    if let Err(e) = t.bring_up().await {
+                        tracing::error!(error = %format!("{e:#}"), "cannot bring up the IPsec tunnel yet: retrying");
+                    }
+                    Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
+                }
+                crate::config::TunnelKind::Openvpn => {
+                    let mut t = crate::tunnel_openvpn::OpenVpnTunnel::new(&cfg, settings)?;
+                    if let Err(e) = t.bring_up(Duration::from_secs(30)).await {
+                        tracing::error!(error = %format!("{e:#}"), "the tunnel is not up yet: PostgreSQL starts without its tunnel address");
+                    }
+                    Some(tokio::spawn(t.watch(state.clone(), tunnel_stop_rx)))
+                }
+            }
+        }
+        (Some(_), _) => {
+            tracing::warn!("[tunnel] is configured but the hub handed out no tunnel settings (no [tunnel] in its hub.toml, or not enrolled): no tunnel");
+            None
+        }
+        (None, Some(en)) if en.response.tunnel.is_some() => {
+            tracing::warn!("the hub handed out tunnel settings but this config has no [tunnel]: the hub reaches this box only if something else runs the tunnel");
+            None
+        }
+        _ => None,
+    };
     let supervisor = match cfg.postgres.mode {
         PostgresMode::Managed => {
-            postgres::prepare(&cfg, &[]).await?;
+            postgres::prepare(&cfg, &extra_listen).await?;
             Some(tokio::spawn(postgres::supervise(
                 cfg.clone(),
                 state.server.clone(),
@@ -93,6 +135,10 @@ pub async fn run(mut cfg: EdgeConfig, enrolled: bool, config_path: &std::path::P
     let _ = shutdown_tx.send(true);
     if let Some(s) = supervisor {
         let _ = s.await;
+    }
+    let _ = tunnel_stop_tx.send(true);
+    if let Some(t) = tunnel_task {
+        let _ = t.await;
     }
     Ok(())
 }

@@ -54,6 +54,7 @@ pub async fn run(cfg: &EdgeConfig) -> Vec<Check> {
             "systemctl restart agog-edge-agent; journalctl -u agog-edge-agent -n 50",
         )),
     }
+    checks.extend(tunnel_checks(cfg).await);
     let client = match tokio::time::timeout(
         Duration::from_secs(5),
         sync_core::connect(&cfg.local_conninfo()),
@@ -260,6 +261,193 @@ async fn upstream_check(conninfo: &str) -> Check {
             "check the replication credentials from enrollment",
         ),
     }
+}
+
+/// The tunnel: the interface exists with this box's key, the hub is its peer, there is a route
+/// to the hub's endpoint, and a recent handshake.
+async fn tunnel_checks(cfg: &EdgeConfig) -> Vec<Check> {
+    let Some(t) = &cfg.tunnel else {
+        return vec![];
+    };
+    let settings = match crate::enroll::load(cfg) {
+        Ok(Some(en)) => match en.response.tunnel {
+            Some(s) => s,
+            None => {
+                return vec![bad(
+                    "tunnel",
+                    Outcome::Fail,
+                    "the hub handed out no tunnel settings at enrollment",
+                    "add [tunnel] to the hub's hub.toml, then decommission and re-enroll this box",
+                )]
+            }
+        },
+        Ok(None) => {
+            return vec![bad(
+                "tunnel",
+                Outcome::Fail,
+                "not enrolled yet: the tunnel settings come with the enrollment",
+                "edge-agent enroll (or start the agent, which enrolls first)",
+            )]
+        }
+        Err(e) => return vec![bad("tunnel", Outcome::Fail, format!("{e:#}"), "re-enroll")],
+    };
+    let mut out = Vec::new();
+    if t.kind == crate::config::TunnelKind::Ipsec {
+        let conf = cfg
+            .enroll
+            .as_ref()
+            .map(|e| e.state_dir.join("tunnel/ipsec/strongswan.conf"))
+            .unwrap_or_default();
+        let conn = format!("agog-{}", cfg.facility);
+        out.push(match sync_core::ipsec::sa_up(&conf, &conn) {
+            Ok(true) => ok("tunnel", format!("IPsec SA {conn} established with {}", settings.hub_endpoint)),
+            Ok(false) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("no IPsec SA with the hub at {}", settings.hub_endpoint),
+                format!("check that UDP 500 and 4500 to {} pass every firewall, and that the hub has this box's public key (re-enroll if state_dir/ipsec.key was replaced); state_dir/tunnel/ipsec/charon.log says why", settings.hub_endpoint),
+            ),
+            Err(e) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("charon does not answer: {e:#}"),
+                "the agent runs charon: systemctl restart agog-edge-agent; are charon-systemd and libcharon-extra-plugins installed?",
+            ),
+        });
+        return out;
+    }
+    if t.kind == crate::config::TunnelKind::Openvpn {
+        let Some(sock) = crate::tunnel_openvpn::management_socket(cfg) else {
+            return out;
+        };
+        out.push(match crate::tunnel_openvpn::query_state(&sock).await {
+            Ok((state, _, ip)) if state == "CONNECTED" => ok(
+                "tunnel",
+                format!("openvpn connected to {} as {ip}", settings.hub_endpoint),
+            ),
+            Ok((state, _, _)) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("openvpn is {state}, not connected to {}", settings.hub_endpoint),
+                format!("check that UDP to {} passes every firewall and that this box's certificate is signed by the server's CA and not revoked (state_dir/tunnel/openvpn.log says why)", settings.hub_endpoint),
+            ),
+            Err(e) => bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("openvpn's management interface at {}: {e:#}", sock.display()),
+                "the agent runs openvpn: systemctl restart agog-edge-agent; is the openvpn package installed?",
+            ),
+        });
+        return out;
+    }
+    let dev = match sync_core::wg::read_any(&t.interface) {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![bad(
+                "tunnel",
+                Outcome::Fail,
+                format!("interface {} is not there: {e:#}", t.interface),
+                "the agent brings it up: systemctl restart agog-edge-agent; journalctl -u agog-edge-agent | grep tunnel (without kernel WireGuard it needs wireguard-go installed)",
+            )]
+        }
+    };
+    let ours = crate::tunnel::key_path(cfg)
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|k| sync_core::wg::Key::from_base64(k.trim()).ok())
+        .map(|k| k.get_public().to_base64());
+    if ours.is_some() && dev.public_key != ours {
+        out.push(bad(
+            "tunnel key",
+            Outcome::Fail,
+            format!(
+                "wrong key: {} runs with public key {}, this box enrolled with {}",
+                t.interface,
+                dev.public_key.as_deref().unwrap_or("none"),
+                ours.as_deref().unwrap_or("?")
+            ),
+            "restart the agent (it sets the key from its state directory); if wireguard.key was replaced, decommission and re-enroll the box",
+        ));
+    }
+    let Some(hub) = dev
+        .peers
+        .iter()
+        .find(|p| p.public_key == settings.hub_public_key)
+    else {
+        out.push(bad(
+            "tunnel peer",
+            Outcome::Fail,
+            format!(
+                "wrong key: the hub's key {} is not a peer of {}",
+                settings.hub_public_key, t.interface
+            ),
+            "restart the agent; if the hub's key changed (new hub.toml key file), re-enroll the box",
+        ));
+        return out;
+    };
+    let endpoint_ip = hub
+        .endpoint
+        .map(|e| e.ip().to_string())
+        .or_else(|| {
+            settings
+                .hub_endpoint
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+        })
+        .unwrap_or_default();
+    let route = tokio::process::Command::new("ip")
+        .args(["route", "get", &endpoint_ip])
+        .output()
+        .await;
+    if !route.as_ref().is_ok_and(|o| o.status.success()) {
+        out.push(bad(
+            "tunnel endpoint",
+            Outcome::Fail,
+            format!(
+                "endpoint unreachable: no route to the hub's endpoint {} ({})",
+                settings.hub_endpoint,
+                route
+                    .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            ),
+            "check this box's uplink (cable, default route: ip route) and the hub's endpoint address",
+        ));
+    }
+    let age = hub
+        .last_handshake
+        .and_then(|h| std::time::SystemTime::now().duration_since(h).ok());
+    match age {
+        Some(a) if a.as_secs() <= t.handshake_timeout_secs => out.push(ok(
+            "tunnel",
+            format!(
+                "{} up, last handshake {} s ago, {} B in, {} B out",
+                t.interface,
+                a.as_secs(),
+                hub.rx_bytes,
+                hub.tx_bytes
+            ),
+        )),
+        _ => out.push(bad(
+            "tunnel",
+            Outcome::Fail,
+            format!(
+                "no handshake with the hub at {}{} ({} B sent, {} B received)",
+                settings.hub_endpoint,
+                age.map(|a| format!(" for {} s", a.as_secs())).unwrap_or_default(),
+                hub.tx_bytes,
+                hub.rx_bytes
+            ),
+            if hub.rx_bytes == 0 {
+                format!(
+                    "nothing comes back: check that UDP to {} passes every firewall on the way, that the hub runs with [tunnel], and that the hub has this box's key (hub edges --json: wireguard_public_key {})",
+                    settings.hub_endpoint,
+                    ours.as_deref().unwrap_or("?")
+                )
+            } else {
+                "the hub answered before: the link or the hub went away; the agent reconnects by itself once it is back".to_string()
+            },
+        )),
+    }
+    out
 }
 
 pub fn render(checks: &[Check]) -> String {

@@ -6,7 +6,6 @@
 //! `wireguard.key` (the private key, never sent), `replication.password`, `enrollment.json`
 //! (written last: its presence means "enrolled").
 
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -120,24 +119,7 @@ fn check_matches(cfg: &EdgeConfig, r: &EnrollResponse) -> Result<(), String> {
 
 /// Write `bytes` to `path` atomically, readable by root only.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    sync_core::fsutil::write_private(path, bytes)
 }
 
 fn ensure_state_dir(dir: &Path) -> anyhow::Result<()> {
@@ -218,6 +200,12 @@ pub fn request(cfg: &EdgeConfig) -> anyhow::Result<EnrollRequest> {
         node: Some(cfg.node_name().map_err(anyhow::Error::msg)?.to_string()),
         wireguard_public_key: wireguard_public_key(dir)?,
         replication_password: replication_password(dir)?,
+        ipsec_public_key: match cfg.tunnel.as_ref().map(|t| t.kind) {
+            Some(crate::config::TunnelKind::Ipsec) => Some(sync_core::ipsec::rsa_key(
+                &dir.join(crate::tunnel_ipsec::KEY_FILE),
+            )?),
+            _ => None,
+        },
         replication_user: DEFAULT_REPLICATION_USER.into(),
         health_url: format!("http://{url_host}:{}/health", cfg.health.listen.port()),
         replication_host: host.clone(),

@@ -15,6 +15,9 @@ mod state;
 mod status;
 mod tls;
 mod topology;
+mod tunnel;
+mod tunnel_ipsec;
+mod tunnel_openvpn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -206,7 +206,7 @@ pub async fn probe(state: &AgentState) -> HealthReport {
         postgres,
         replication,
         reconcile,
-        tunnel: None,
+        tunnel: state.tunnel.lock().unwrap().clone(),
     };
     let (status, reasons) = classify(&report, has_identity, &recent_errors);
     report.status = status;
@@ -303,6 +303,15 @@ pub fn classify(
         }
         for b in &r.reconcile.blocked {
             degraded.push(format!("reconcile waiting: {b}"));
+        }
+    }
+    if let Some(t) = &r.tunnel {
+        if !t.up {
+            degraded.push(format!(
+                "{} tunnel down: {}",
+                t.kind,
+                t.error.as_deref().unwrap_or("no recent handshake")
+            ));
         }
     }
     let status = if !unhealthy.is_empty() {

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sync_core::health::{HealthReport, ReconcileHealth};
+use sync_core::health::{HealthReport, ReconcileHealth, TunnelHealth};
 
 use crate::config::EdgeConfig;
 use crate::postgres::ServerState;
@@ -18,6 +18,8 @@ pub struct AgentState {
     /// Apply/sync error counts per subscription at the last change, to tell a fresh error from
     /// an old one (the counters are cumulative).
     pub error_marks: Mutex<std::collections::HashMap<String, (i64, Instant)>>,
+    /// The tunnel as its watcher last saw it (`None`: no tunnel configured).
+    pub tunnel: Mutex<Option<TunnelHealth>>,
 }
 
 impl AgentState {
@@ -35,6 +37,7 @@ impl AgentState {
                 error: Some("not run yet".into()),
             }),
             error_marks: Mutex::new(Default::default()),
+            tunnel: Mutex::new(None),
         })
     }
 }

@@ -101,9 +101,22 @@ pub fn render(r: &HealthReport) -> String {
     );
     if let Some(t) = &r.tunnel {
         s += &format!(
-            "tunnel     {} {}\n",
+            "tunnel     {} {}{}{}, last handshake {}{}\n",
             t.kind,
-            if t.up { "up" } else { "DOWN" }
+            if t.up { "up" } else { "DOWN" },
+            t.interface
+                .as_deref()
+                .map(|i| format!(" on {i}"))
+                .unwrap_or_default(),
+            t.address
+                .as_deref()
+                .map(|a| format!(" ({a} -> {})", t.endpoint.as_deref().unwrap_or("?")))
+                .unwrap_or_default(),
+            t.last_handshake_at.as_deref().unwrap_or("never"),
+            t.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
         );
     }
     s

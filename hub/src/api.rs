@@ -23,6 +23,8 @@ struct ApiState {
     cfg: Arc<HubConfig>,
     /// Wakes the regional reconcile after an enrollment.
     reconcile: Arc<Notify>,
+    /// Wakes the tunnel task (the new edge's peer) after an enrollment.
+    tunnel: Arc<Notify>,
 }
 
 /// The TLS server config: ring, TLS 1.2 and 1.3, HTTP/1.1.
@@ -60,12 +62,13 @@ pub fn server_tls(
     Ok(config)
 }
 
-pub fn router(cfg: Arc<HubConfig>, reconcile: Arc<Notify>) -> Router {
+pub fn router(cfg: Arc<HubConfig>, reconcile: Arc<Notify>, tunnel: Arc<Notify>) -> Router {
     Router::new()
         .route(ENROLL_PATH, post(enroll))
         .with_state(ApiState {
             cfg: cfg.clone(),
             reconcile,
+            tunnel,
         })
         .merge(crate::fallback::api::router(cfg))
 }
@@ -75,6 +78,7 @@ pub async fn serve(
     cfg: Arc<HubConfig>,
     api: ApiConfig,
     reconcile: Arc<Notify>,
+    tunnel: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls_config(&api)?));
@@ -82,7 +86,7 @@ pub async fn serve(
         .with_context(|| format!("listen on {} for the API", api.listen))?;
     listener.set_nonblocking(true)?;
     let handle = axum_server::Handle::new();
-    let app = router(cfg, reconcile);
+    let app = router(cfg, reconcile, tunnel);
     let server = axum_server::from_tcp_rustls(listener, tls)
         .handle(handle.clone())
         .serve(app.into_make_service_with_connect_info::<SocketAddr>());
@@ -130,6 +134,7 @@ async fn enroll(
     match crate::enroll::enroll(&st.cfg, &req, Some(peer.ip())).await {
         Ok(resp) => {
             st.reconcile.notify_one();
+            st.tunnel.notify_one();
             (
                 StatusCode::OK,
                 Json(serde_json::to_value(resp).expect("serializable")),

@@ -44,6 +44,8 @@ pub struct HubConfig {
     pub fallback: crate::fallback::config::FallbackConfig,
     /// The dashboard and the read API (`crate::web`). Off when absent.
     pub web: Option<crate::web::config::WebConfig>,
+    /// The edges' WireGuard tunnels: addresses, and this hub's interface (`crate::tunnel`).
+    pub tunnel: Option<crate::tunnel::TunnelConfig>,
     /// Self-service provisioning (`crate::provision`): the form, each edge's image, the IT
     /// contact's email. Off when absent; needs `[web]`.
     pub provision: Option<crate::provision::config::ProvisionConfig>,
@@ -230,6 +232,9 @@ impl HubConfig {
             return Err("regional_address is required with [api] (edges let the regional in from this address only)".into());
         }
         cfg.fallback.validate()?;
+        if let Some(t) = &cfg.tunnel {
+            t.validate()?;
+        }
         if let Some(web) = &cfg.web {
             web.validate()?;
         }

@@ -220,9 +220,22 @@ struct Valid {
     facility: FacilityId,
     node: NodeName,
     wireguard_public_key: String,
+    ipsec_public_key: Option<String>,
     replication_conninfo: String,
     health_url: String,
     agent_version: String,
+}
+
+/// How the regional subscribes to the edge at `host`.
+fn replication_conninfo(host: &str, req: &EnrollRequest) -> String {
+    format!(
+        "host={} port={} dbname={} user={} password={} connect_timeout=5",
+        conninfo_value(host),
+        req.replication_port,
+        conninfo_value(&req.replication_dbname),
+        conninfo_value(&req.replication_user),
+        conninfo_value(&req.replication_password)
+    )
 }
 
 fn validate(cfg: &HubConfig, req: &EnrollRequest) -> Result<Valid, Refusal> {
@@ -310,15 +323,19 @@ fn validate(cfg: &HubConfig, req: &EnrollRequest) -> Result<Valid, Refusal> {
             "agent_version must be 1 to 64 printable characters",
         ));
     }
-    let replication_conninfo = format!(
-        "host={} port={} dbname={} user={} password={} connect_timeout=5",
-        conninfo_value(host),
-        req.replication_port,
-        conninfo_value(&req.replication_dbname),
-        conninfo_value(&req.replication_user),
-        conninfo_value(pw)
-    );
+    let replication_conninfo = replication_conninfo(host, req);
+    if let Some(k) = &req.ipsec_public_key {
+        if !sync_core::ipsec::is_public_key_pem(k) {
+            return Err(Refusal::invalid(
+                "ipsec_public_key must be one PEM PUBLIC KEY",
+            ));
+        }
+    }
     Ok(Valid {
+        ipsec_public_key: req
+            .ipsec_public_key
+            .as_ref()
+            .map(|k| k.trim().to_string() + "\n"),
         facility,
         node,
         wireguard_public_key: base64::engine::general_purpose::STANDARD.encode(&key),
@@ -387,7 +404,7 @@ pub async fn enroll(
     req: &EnrollRequest,
     peer: Option<IpAddr>,
 ) -> Result<EnrollResponse, Refusal> {
-    let v = validate(cfg, req)?;
+    let mut v = validate(cfg, req)?;
     let regional_address = cfg
         .regional_address
         .clone()
@@ -521,6 +538,38 @@ pub async fn enroll(
         ))?;
     }
 
+    // With a tunnel, the edge's address in it; the hub reaches the edge there (its /health,
+    // its PostgreSQL), whatever host the edge advertised.
+    let tunnel = match &cfg.tunnel {
+        Some(t) => {
+            let a = crate::tunnel::assign_address(&tx, t, v.facility.as_str())
+                .await
+                .map_err(db_unavailable("assign a tunnel address"))?
+                .ok_or_else(|| {
+                    Refusal::new(
+                        503,
+                        "tunnel_range_full",
+                        format!(
+                            "every address of tunnel.range {} is taken: widen the range or decommission edges",
+                            t.range
+                        ),
+                    )
+                })?;
+            let settings = t
+                .settings_for(a)
+                .map_err(|e| Refusal::unavailable(format!("the hub's WireGuard key: {e:#}")))?;
+            let mut url = reqwest::Url::parse(&v.health_url)
+                .map_err(|e| Refusal::invalid(format!("health_url: {e}")))?;
+            url.set_host(Some(&a.to_string()))
+                .map_err(|e| Refusal::invalid(format!("health_url: {e}")))?;
+            v.health_url = url.to_string();
+            v.replication_conninfo = replication_conninfo(&a.to_string(), req);
+            Some((a, settings))
+        }
+        None => None,
+    };
+    let tunnel_address = tunnel.as_ref().map(|(a, _)| a.to_string());
+
     let name = tx
         .query_one(
             "SELECT display_name FROM agog_hub.bootstrap_tokens WHERE id = $1",
@@ -544,7 +593,8 @@ pub async fn enroll(
     tx.execute(
         "UPDATE agog_hub.edges
             SET replication_conninfo = $2, wireguard_public_key = $3, agent_version = $4,
-                enrolled_address = $5, master_role = $6, token_id = $7, enrolled_at = now()
+                enrolled_address = $5, master_role = $6, token_id = $7, enrolled_at = now(),
+                tunnel_address = $8::text::inet, ipsec_public_key = $9
           WHERE facility_id = $1",
         &[
             &v.facility.as_str(),
@@ -554,6 +604,8 @@ pub async fn enroll(
             &peer,
             &role,
             &token_id,
+            &tunnel_address,
+            &v.ipsec_public_key,
         ],
     )
     .await
@@ -584,7 +636,7 @@ pub async fn enroll(
     tx.commit()
         .await
         .map_err(db_unavailable("commit the enrollment"))?;
-    tracing::info!(facility = %v.facility, node = %v.node, token_id, peer = ?peer, restore = restoring.is_some(), "edge enrolled");
+    tracing::info!(facility = %v.facility, node = %v.node, token_id, peer = ?peer, restore = restoring.is_some(), tunnel_address = ?tunnel_address, "edge enrolled");
     let master_conninfo = format!(
         "{} user={} password={}",
         cfg.master_replication(),
@@ -603,6 +655,7 @@ pub async fn enroll(
         }),
         master_conninfo,
         regional_address,
+        tunnel: tunnel.map(|(_, s)| s),
         hub_time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
 }

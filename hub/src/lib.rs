@@ -14,4 +14,5 @@ pub mod notify;
 pub mod provision;
 pub mod regional;
 pub mod serve;
+pub mod tunnel;
 pub mod web;

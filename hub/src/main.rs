@@ -676,7 +676,8 @@ async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyh
                     node, replication_conninfo IS NOT NULL, agent_version,
                     lag_up_seconds, lag_up_bytes, retained_wal_bytes,
                     lag_down_seconds, lag_down_bytes, master_retained_bytes,
-                    to_char(lag_sampled_at, 'YYYY-MM-DD HH24:MI:SS'), lag_incident_id IS NOT NULL
+                    to_char(lag_sampled_at, 'YYYY-MM-DD HH24:MI:SS'), lag_incident_id IS NOT NULL,
+                    host(tunnel_address), wireguard_public_key
                FROM agog_hub.edges ORDER BY facility_id",
             &[],
         )
@@ -710,6 +711,8 @@ async fn edges(cfg: &HubConfig, json: bool, action: Option<EdgesAction>) -> anyh
                         "sampled_at": r.get::<_, Option<String>>(16),
                         "alerting": r.get::<_, bool>(17),
                     },
+                    "tunnel_address": r.get::<_, Option<String>>(18),
+                    "wireguard_public_key": r.get::<_, Option<String>>(19),
                 })
             })
             .collect();

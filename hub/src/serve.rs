@@ -67,8 +67,16 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
         wake.clone(),
         stop_rx.clone(),
     ));
+    let tunnel_wake = Arc::new(Notify::new());
+    let tunnel = tokio::spawn(crate::tunnel::run(
+        cfg.clone(),
+        tunnel_wake.clone(),
+        stop_rx.clone(),
+    ));
     let api = match cfg.api.clone() {
-        Some(api) => Some(crate::api::serve(cfg.clone(), api, wake, stop_rx.clone()).await?),
+        Some(api) => {
+            Some(crate::api::serve(cfg.clone(), api, wake, tunnel_wake, stop_rx.clone()).await?)
+        }
         None => None,
     };
     let web = match cfg.web.clone() {
@@ -83,6 +91,7 @@ pub async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
     let _ = o.await;
     let _ = r.await;
     let _ = lag.await;
+    let _ = tunnel.await;
     let _ = provisioning.await;
     if let Some(h) = metrics_server {
         let _ = h.await;

@@ -30,6 +30,9 @@ pub struct EnrollRequest {
     pub wireguard_public_key: String,
     /// Password of the role the regional uses to subscribe to the edge, chosen by the edge.
     pub replication_password: String,
+    /// For an IPsec tunnel: the edge's raw public key (PEM `PUBLIC KEY`), made on the box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipsec_public_key: Option<String>,
     /// That role's name. Default `agog_replication`.
     #[serde(default = "default_replication_user")]
     pub replication_user: String,
@@ -74,6 +77,29 @@ pub struct EnrollResponse {
     /// ignore it; old hubs never send it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_conninfo: Option<String>,
+    /// Set when the hub runs a tunnel (`[tunnel]` in hub.toml): this edge's side of it. The
+    /// hub then reaches the edge at `address` (its `/health`, its PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelSettings>,
+}
+
+/// The edge's side of its tunnel to the hub, as the hub assigned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelSettings {
+    /// `wireguard`.
+    pub kind: String,
+    /// The edge's tunnel address with the range's prefix, e.g. `10.99.0.2/24`.
+    pub address: String,
+    /// The hub's (and the regional database's) address in the tunnel, e.g. `10.99.0.1`.
+    pub hub_address: String,
+    /// The hub's WireGuard public key (base64).
+    pub hub_public_key: String,
+    /// Where the edge sends its tunnel packets: `host:port` of the hub.
+    pub hub_endpoint: String,
+    /// What the edge routes into the tunnel (CIDRs).
+    pub allowed_ips: Vec<String>,
+    /// Keepalive the edge sends (it is the side behind NAT).
+    pub keepalive_secs: u16,
 }
 
 /// A refusal: a stable machine-readable `error` and a sentence for the operator.
@@ -119,6 +145,7 @@ mod tests {
             regional_address: "10.8.0.1".into(),
             hub_time: "2026-01-01T00:00:00Z".into(),
             restore_conninfo: None,
+            tunnel: None,
         };
         let text = serde_json::to_string(&good).unwrap();
         assert_eq!(serde_json::from_str::<EnrollResponse>(&text).unwrap(), good);

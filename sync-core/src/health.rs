@@ -99,6 +99,28 @@ pub struct ReconcileHealth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TunnelHealth {
     pub kind: String,
+    /// A handshake with the hub within the last `handshake_timeout_secs` (WireGuard).
     pub up: bool,
     pub last_handshake_at: Option<String>,
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// `kernel` or `userspace`.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// This edge's tunnel address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The hub's endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
+    /// Times the agent brought the interface up again or re-applied the peer.
+    #[serde(default)]
+    pub reconnects: u32,
+    /// What is wrong, when it is down.
+    #[serde(default)]
+    pub error: Option<String>,
 }

@@ -82,6 +82,18 @@ fn pg_command(program: &str) -> Command {
     }
 }
 
+/// As [`pg_command`], inside network namespace `netns` when given (`ip netns exec`).
+fn pg_command_in(program: &str, netns: Option<&str>) -> Command {
+    let Some(ns) = netns else {
+        return pg_command(program);
+    };
+    let inner = pg_command(program);
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(inner.get_program());
+    c.args(inner.get_args());
+    c
+}
+
 fn check(out: Output, what: &str) -> Result<Output> {
     if !out.status.success() {
         bail!(
@@ -243,9 +255,13 @@ pub fn free_port() -> Result<u16> {
 }
 
 fn start_postgres(dir: &Path, port: u16) -> Result<()> {
+    start_postgres_in(dir, port, None)
+}
+
+fn start_postgres_in(dir: &Path, port: u16, netns: Option<&str>) -> Result<()> {
     let data = dir.join("data");
     check(
-        pg_command("pg_ctl")
+        pg_command_in("pg_ctl", netns)
             .arg("-D")
             .arg(&data)
             .arg("-l")
@@ -286,6 +302,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
     keep: bool,
+    /// The network namespace the server runs in; reached over its unix socket from anywhere.
+    pub netns: Option<String>,
 }
 
 impl Cluster {
@@ -296,7 +314,16 @@ impl Cluster {
 
     /// Start a new cluster with extra `postgresql.conf` settings.
     pub fn start_with(name: &str, settings: &[(&str, &str)]) -> Result<Cluster> {
-        Self::create(name, scratch_dir(name)?, settings, false)
+        Self::create(name, scratch_dir(name)?, settings, false, None)
+    }
+
+    /// A new cluster inside network namespace `netns`, listening on every address there
+    /// (`listen_addresses = '*'`; password logins from any address) besides its unix socket,
+    /// which [`Cluster::conninfo`] uses.
+    pub fn start_in_netns(name: &str, netns: &str, settings: &[(&str, &str)]) -> Result<Cluster> {
+        let mut all = vec![("listen_addresses", "*")];
+        all.extend_from_slice(settings);
+        Self::create(name, scratch_dir(name)?, &all, false, Some(netns))
     }
 
     /// Start a new cluster in `dir` (which must not exist yet), kept when dropped: it runs until
@@ -304,7 +331,7 @@ impl Cluster {
     pub fn start_in(name: &str, dir: PathBuf) -> Result<Cluster> {
         anyhow::ensure!(!dir.exists(), "{} exists already", dir.display());
         owned_dir(&dir)?;
-        Self::create(name, dir, &[], true)
+        Self::create(name, dir, &[], true, None)
     }
 
     /// A kept cluster started earlier (by another process) in `dir` on `port`.
@@ -314,6 +341,7 @@ impl Cluster {
             dir,
             port,
             keep: true,
+            netns: None,
         }
     }
 
@@ -332,7 +360,13 @@ impl Cluster {
         self.keep = false;
     }
 
-    fn create(name: &str, dir: PathBuf, settings: &[(&str, &str)], keep: bool) -> Result<Cluster> {
+    fn create(
+        name: &str,
+        dir: PathBuf,
+        settings: &[(&str, &str)],
+        keep: bool,
+        netns: Option<&str>,
+    ) -> Result<Cluster> {
         let tpl = template()?;
         check(
             Command::new("cp")
@@ -350,18 +384,26 @@ impl Cluster {
             }
             fs::write(&conf, text)?;
         }
+        if netns.is_some() {
+            // Peers in other namespaces (edges through their tunnel) log in with passwords.
+            let hba = dir.join("data/pg_hba.conf");
+            let mut text = fs::read_to_string(&hba)?;
+            text.push_str("\nhost all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n");
+            fs::write(&hba, text)?;
+        }
         chown_to_pg_user(&dir)?;
         let mut cluster = Cluster {
             name: name.to_owned(),
             dir,
             port: 0,
             keep,
+            netns: netns.map(str::to_owned),
         };
         let mut last = None;
         for _ in 0..5 {
             // Another test may grab the port between our probe and postgres' bind: retry.
             cluster.port = free_port()?;
-            match start_postgres(&cluster.dir, cluster.port) {
+            match start_postgres_in(&cluster.dir, cluster.port, netns) {
                 Ok(()) => return Ok(cluster),
                 Err(e) => last = Some(e),
             }
@@ -373,6 +415,13 @@ impl Cluster {
     /// subscriptions use it too, and a table-sync worker that times out connecting on a loaded
     /// machine counts a sync error (our own clients get a 5 s default from sync_core::connect).
     pub fn conninfo(&self) -> String {
+        if self.netns.is_some() {
+            return format!(
+                "host={} port={} dbname={DB} user=postgres",
+                self.dir.display(),
+                self.port
+            );
+        }
         format!(
             "host=127.0.0.1 port={} dbname={DB} user=postgres",
             self.port
@@ -400,7 +449,7 @@ impl Cluster {
 
     /// Start the server again on the same port.
     pub fn restart(&self) -> Result<()> {
-        start_postgres(&self.dir, self.port)
+        start_postgres_in(&self.dir, self.port, self.netns.as_deref())
     }
 
     /// The server log, for assertion messages.

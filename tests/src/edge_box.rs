@@ -21,6 +21,8 @@ pub struct EdgeBox {
     child: Option<Child>,
     /// Left running with its directory when dropped (the lab's boxes).
     keep: bool,
+    /// The network namespace the agent runs in (`None`: this one).
+    netns: Option<String>,
 }
 
 pub struct EdgeBoxConfig<'a> {
@@ -182,6 +184,7 @@ heartbeat_secs = 1
             replication_password,
             child: None,
             keep: false,
+            netns: None,
         })
     }
 
@@ -214,12 +217,34 @@ heartbeat_secs = 1
 
     /// Start `edge-agent run`; its log goes to `agent.log` in the box directory.
     pub fn start(&mut self) -> Result<()> {
-        self.child = Some(process::start(
+        self.child = Some(process::spawn_in(
             "edge-agent",
             &self.config_path(),
             "run",
             &self.dir.join("agent.log"),
+            false,
+            self.netns.as_deref(),
         )?);
+        Ok(())
+    }
+
+    /// Run the agent (and so its PostgreSQL and tunnel) and its CLI in network namespace
+    /// `netns`: `/health` listens on every address there.
+    pub fn set_netns(&mut self, netns: &str) -> Result<()> {
+        self.edit_config(
+            &format!("listen = \"127.0.0.1:{}\"", self.health_port),
+            &format!("listen = \"0.0.0.0:{}\"", self.health_port),
+        )?;
+        self.netns = Some(netns.to_string());
+        Ok(())
+    }
+
+    /// Add a section (e.g. `[tunnel]`) to the config before the agent starts.
+    pub fn append_config(&self, text: &str) -> Result<()> {
+        let mut t = fs::read_to_string(self.config_path())?;
+        t.push('\n');
+        t.push_str(text);
+        fs::write(self.config_path(), t)?;
         Ok(())
     }
 
@@ -243,7 +268,10 @@ heartbeat_secs = 1
 
     /// Run a CLI command of the agent against this box's config; (exit code, stdout).
     pub fn cli(&self, args: &[&str]) -> Result<(i32, String)> {
-        let out = process::cli("edge-agent", &self.config_path(), args)?;
+        let out = match &self.netns {
+            Some(ns) => process::cli_in(ns, "edge-agent", &self.config_path(), args)?,
+            None => process::cli("edge-agent", &self.config_path(), args)?,
+        };
         Ok((
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

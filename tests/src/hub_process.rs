@@ -15,6 +15,8 @@ pub struct HubProcess {
     child: Option<Child>,
     /// Left running with its directory when dropped (the lab's hubs).
     keep: bool,
+    /// The network namespace `hub serve` runs in (`None`: this one).
+    pub netns: Option<String>,
 }
 
 impl HubProcess {
@@ -39,6 +41,7 @@ impl HubProcess {
             replica: replica.to_string(),
             child: None,
             keep: false,
+            netns: None,
         })
     }
 
@@ -47,11 +50,13 @@ impl HubProcess {
     }
 
     pub fn start(&mut self) -> Result<()> {
-        self.child = Some(process::start(
+        self.child = Some(process::spawn_in(
             "hub",
             &self.config_path(),
             "serve",
             &self.dir.join("hub.log"),
+            false,
+            self.netns.as_deref(),
         )?);
         Ok(())
     }

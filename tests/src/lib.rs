@@ -15,6 +15,7 @@ pub mod health_endpoint;
 pub mod hub_process;
 pub mod lab_process;
 pub mod load;
+pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod wait;

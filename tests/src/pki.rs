@@ -20,8 +20,7 @@ pub fn pki(dir: &Path) -> anyhow::Result<Pki> {
     pki_for(dir, &["127.0.0.1"])
 }
 
-/// As [`pki`], with a hub certificate for these IP addresses (e.g. also 10.0.2.2, the host as
-/// a qemu guest with user networking sees it).
+/// As [`pki`], the hub's certificate valid for each of `ips`.
 pub fn pki_for(dir: &Path, ips: &[&str]) -> anyhow::Result<Pki> {
     let now = time::OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate()?;
@@ -68,4 +67,57 @@ pub fn pinned_client(ca_pem: &str) -> anyhow::Result<reqwest::Client> {
         .tls_backend_preconfigured(tls)
         .timeout(Duration::from_secs(60))
         .build()?)
+}
+
+/// Certificates for an OpenVPN server and one client, signed by a CA of their own (EC keys):
+/// the server's with `serverAuth` (for `remote-cert-tls server`), the client's with
+/// `clientAuth` and `client_cn` as its common name (the server's client-config file name).
+pub struct OpenVpnPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+pub fn openvpn_pki(dir: &Path, server_cn: &str, client_cn: &str) -> anyhow::Result<OpenVpnPki> {
+    use rcgen::ExtendedKeyUsagePurpose;
+    let now = time::OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "AGOG test VPN CA");
+    ca.not_before = now - time::Duration::days(1);
+    ca.not_after = now + time::Duration::days(30);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let leaf = |cn: &str, eku: ExtendedKeyUsagePurpose| -> anyhow::Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyAgreement,
+        ];
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(30);
+        let cert = p.signed_by(&key, &ca_cert, &ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (sc, sk) = leaf(server_cn, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let (cc, ck) = leaf(client_cn, ExtendedKeyUsagePurpose::ClientAuth)?;
+    let p = OpenVpnPki {
+        ca: dir.join("vpn-ca.pem"),
+        server_cert: dir.join("vpn-server.pem"),
+        server_key: dir.join("vpn-server.key"),
+        client_cert: dir.join("vpn-client.pem"),
+        client_key: dir.join("vpn-client.key"),
+    };
+    std::fs::write(&p.ca, ca_cert.pem())?;
+    std::fs::write(&p.server_cert, sc)?;
+    std::fs::write(&p.server_key, sk)?;
+    std::fs::write(&p.client_cert, cc)?;
+    std::fs::write(&p.client_key, ck)?;
+    Ok(p)
 }

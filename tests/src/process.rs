@@ -18,6 +18,18 @@ pub fn start(bin: &str, config: &Path, command: &str, log: &Path) -> Result<Chil
 /// As [`start`], in a session of its own when `detach`: the process outlives the one that
 /// started it and no terminal signal (Ctrl-C, hang-up) reaches it. The lab runs its daemons so.
 pub fn spawn(bin: &str, config: &Path, command: &str, log: &Path, detach: bool) -> Result<Child> {
+    spawn_in(bin, config, command, log, detach, None)
+}
+
+/// As [`spawn`], inside network namespace `netns` (`/var/run/netns/<name>`) when given.
+pub fn spawn_in(
+    bin: &str,
+    config: &Path,
+    command: &str,
+    log: &Path,
+    detach: bool,
+    netns: Option<&str>,
+) -> Result<Child> {
     let log = fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut cmd = Command::new(bin_path::binary(bin));
     cmd.arg("--config")
@@ -27,17 +39,32 @@ pub fn spawn(bin: &str, config: &Path, command: &str, log: &Path, detach: bool) 
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    if detach {
+    let ns = netns
+        .map(|n| fs::File::open(format!("/var/run/netns/{n}")))
+        .transpose()
+        .context("open the network namespace")?;
+    let ns_fd = ns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    if detach || ns_fd.is_some() {
         use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+        // SAFETY: setsid and setns are async-signal-safe and touch nothing of the parent; the
+        // namespace file stays open until spawn returns.
         unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
+            cmd.pre_exec(move || {
+                if detach {
+                    libc::setsid();
+                }
+                if let Some(fd) = ns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
     }
-    cmd.spawn().with_context(|| format!("start {bin}"))
+    let child = cmd.spawn().with_context(|| format!("start {bin}"));
+    drop(ns);
+    child
 }
 
 /// SIGKILL, as a crash would.
@@ -70,6 +97,18 @@ pub fn stop(child: &mut Option<Child>, deadline: Duration) -> Result<bool> {
 /// `<bin> --config <config> <args...>` to completion.
 pub fn cli(bin: &str, config: &Path, args: &[&str]) -> Result<Output> {
     Ok(cli_command(bin, config, args).output()?)
+}
+
+/// As [`cli`], inside network namespace `netns` (`ip netns exec`).
+pub fn cli_in(netns: &str, bin: &str, config: &Path, args: &[&str]) -> Result<Output> {
+    Ok(Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(bin_path::binary(bin))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()?)
 }
 
 fn cli_command(bin: &str, config: &Path, args: &[&str]) -> Command {

@@ -33,6 +33,13 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "self-service provisioning requests and their jobs",
         sql: include_str!("0009_provisioning.sql"),
     },
+    // 10, not 8: a database main already took to 9 would never apply an 8 (only versions
+    // above the current one run).
+    Migration {
+        version: 10,
+        name: "each edge's tunnel address",
+        sql: include_str!("0010_tunnel.sql"),
+    },
 ];
 
 pub const HUB: MigrationSet = MigrationSet {
