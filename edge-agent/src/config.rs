@@ -117,7 +117,9 @@ pub struct EnrollConfig {
     pub bootstrap_token_file: Option<PathBuf>,
     /// PEM of the hub's CA. Only this CA is trusted for the hub.
     pub ca_cert: PathBuf,
-    /// Where the enrollment (and the keys it made) are kept, root only. Default `/var/lib/agog`.
+    /// Where the enrollment (and the keys it made) are kept, root only (0700). Default
+    /// `/var/lib/agog/enroll`: a folder of its own, because the PostgreSQL data directory
+    /// (`/var/lib/agog/pgdata`) must stay reachable by the server's own user.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// How the hub and the regional reach this box (its tunnel address), e.g. `10.8.0.12`.
@@ -125,7 +127,7 @@ pub struct EnrollConfig {
 }
 
 fn default_state_dir() -> PathBuf {
-    "/var/lib/agog".into()
+    "/var/lib/agog/enroll".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -351,7 +353,7 @@ mod tests {
         );
         let c = EdgeConfig::parse(&format!("{base}bootstrap_token = \"agog_bt_x\"\n")).unwrap();
         let e = c.enroll.unwrap();
-        assert_eq!(e.state_dir, PathBuf::from("/var/lib/agog"));
+        assert_eq!(e.state_dir, PathBuf::from("/var/lib/agog/enroll"));
         let err = EdgeConfig::parse(&base).unwrap_err();
         assert!(err.contains("exactly one of bootstrap_token"), "{err}");
         let err = EdgeConfig::parse(
