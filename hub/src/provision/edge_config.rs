@@ -12,6 +12,8 @@ const TEMPLATE: &str = include_str!("edge.toml.j2");
 const NETWORK: &str = include_str!("network.j2");
 
 pub struct Rendered {
+    /// The hub runs `[tunnel]`: it reaches the box at the tunnel address it assigns.
+    pub hub_tunnel: bool,
     pub facility_id: String,
     pub node: String,
     pub region: String,
@@ -32,10 +34,12 @@ pub fn render(cfg: &ProvisionConfig, r: &Request, v: &Rendered) -> Result<Files,
         .map_err(|e| e.to_string())?;
     env.add_template("network", NETWORK)
         .map_err(|e| e.to_string())?;
-    // The box is reached through its tunnel; until the hub hands out tunnel addresses, a
-    // static box is reached at its own address and a DHCP box must be given one here.
+    // With `[tunnel]` the hub reaches the box at the tunnel address it assigns at enrollment,
+    // whatever the box advertises; without one, a static box is reached at its own address and
+    // a DHCP box must be given one here by the IT person.
     let advertise_host = match &r.network {
         Network::Static { address, .. } => address.to_string(),
+        Network::Dhcp if v.hub_tunnel => "via-tunnel".to_string(),
         Network::Dhcp => "set-the-box-address-here".to_string(),
     };
     let text = env

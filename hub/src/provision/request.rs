@@ -205,6 +205,7 @@ pub async fn create(
             cfg,
             r,
             &Rendered {
+                hub_tunnel: hub.tunnel.is_some(),
                 facility_id: facility.to_string(),
                 node: node.to_string(),
                 region: hub.region.to_string(),
