@@ -151,6 +151,18 @@ pub async fn subscription_errors(c: &Client) -> Result<i64> {
         .get(0))
 }
 
+/// (apply errors, table-sync errors) of every subscription of the node.
+pub async fn subscription_error_counts(c: &Client) -> Result<(i64, i64)> {
+    let r = c
+        .query_one(
+            "SELECT coalesce(sum(apply_error_count), 0)::bigint, coalesce(sum(sync_error_count), 0)::bigint
+               FROM pg_stat_subscription_stats",
+            &[],
+        )
+        .await?;
+    Ok((r.get(0), r.get(1)))
+}
+
 /// Run SQL that must succeed; on failure the error says what PostgreSQL said and which SQL.
 pub async fn exec(c: &Client, sql: &str) -> Result<()> {
     c.batch_execute(sql)

