@@ -18,6 +18,7 @@ pub mod load;
 pub mod netns;
 pub mod pki;
 pub mod process;
+pub mod tunnel_e2e;
 pub mod wait;
 
 pub use cluster::{pg_bin, Cluster};

@@ -16,6 +16,7 @@ use agog_tests::hub_process::HubProcess;
 use agog_tests::netns::{veth, Netns};
 use agog_tests::pki::pki_for;
 use agog_tests::receivers::{slack, Recorder};
+use agog_tests::tunnel_e2e::{edge_report, edge_state, firewall, slack_count, tcp_opens};
 use agog_tests::{cluster, wait_until, Cluster};
 
 const LA: &str = "facility-la-001";
@@ -25,91 +26,6 @@ const HUB_UNDERLAY: &str = "192.0.2.1";
 const EDGE_UNDERLAY: &str = "192.0.2.2";
 const API_PORT: u16 = 8443;
 const VPN_PORT: u16 = 500;
-
-/// Only WireGuard and (on the hub) the enrollment API pass the underlay interface.
-fn firewall(ns: &Netns, iface: &str, allow: &str) -> anyhow::Result<()> {
-    let rules = format!(
-        "table inet agog_test {{
-  chain input {{
-    type filter hook input priority 0; policy accept;
-    iifname != \"{iface}\" accept
-    ct state established,related accept
-    {allow}
-    drop
-  }}
-}}
-"
-    );
-    let path = std::env::temp_dir().join(format!("{}.nft", ns.name));
-    std::fs::write(&path, rules)?;
-    ns.run("nft", &["-f", path.to_str().unwrap()])?;
-    let _ = std::fs::remove_file(path);
-    Ok(())
-}
-
-/// Whether a TCP connection from `ns` to `addr:port` opens within 2 s.
-fn tcp_opens(ns: &Netns, addr: &str, port: u16) -> bool {
-    ns.command("timeout")
-        .args([
-            "2",
-            "bash",
-            "-c",
-            &format!("exec 3<>/dev/tcp/{addr}/{port}"),
-        ])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-async fn edge_report(edge: &EdgeBox) -> anyhow::Result<serde_json::Value> {
-    let (_, out) = edge.cli(&["status", "--json"])?;
-    Ok(serde_json::from_str(&out)?)
-}
-
-async fn edge_state(hub: &HubProcess) -> anyhow::Result<String> {
-    let (code, out, err) = hub.cli(&["edges", "--json"])?;
-    anyhow::ensure!(code == 0, "hub edges: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["facility_id"] == LA)
-        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default())
-}
-
-fn slack_count(r: &Recorder<serde_json::Value>, state: &str) -> usize {
-    r.accepted()
-        .iter()
-        .filter(|m| {
-            let t = m["text"].as_str().unwrap_or_default();
-            t.contains(&format!("{state}: ")) && t.contains(&format!("({LA})"))
-        })
-        .count()
-}
-
-/// `key=value` of the first log line containing `marker`.
-#[allow(dead_code)]
-fn log_field(log: &str, marker: &str, key: &str) -> Option<u64> {
-    let line = log.lines().find(|l| l.contains(marker))?;
-    // Without the terminal colours.
-    let mut plain = String::new();
-    let mut in_escape = false;
-    for c in line.chars() {
-        match (in_escape, c) {
-            (false, '\x1b') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, c) => plain.push(c),
-        }
-    }
-    let line = plain;
-    let rest = &line[line.find(&format!("{key}="))? + key.len() + 1..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_syncs_with_its_region_only_through_its_ipsec_tunnel() -> anyhow::Result<()> {
@@ -312,21 +228,21 @@ webhook_url = "http://127.0.0.1:{slack_port}{path}"
     let first_row = first.elapsed();
     let to_first_row = edge_started.elapsed();
     wait_until("la online at the hub", T, || async {
-        Ok((edge_state(&hub).await? == "online").then_some(()))
+        Ok((edge_state(&hub, LA).await? == "online").then_some(()))
     })
     .await?;
 
-    let offline_before = slack_count(&recorder, "OFFLINE");
-    let recovered_before = slack_count(&recorder, "RECOVERED");
+    let offline_before = slack_count(&recorder, LA, "OFFLINE");
+    let recovered_before = slack_count(&recorder, LA, "RECOVERED");
     edge_ns.ip(&["link", "set", &edge_if, "down"])?;
     let cut = Instant::now();
     wait_until("the OFFLINE alert", T, || async {
-        Ok((slack_count(&recorder, "OFFLINE") == offline_before + 1).then_some(()))
+        Ok((slack_count(&recorder, LA, "OFFLINE") == offline_before + 1).then_some(()))
     })
     .await
     .map_err(|e| e.context(format!("hub log:\n{}", hub.log())))?;
     let to_alert = cut.elapsed();
-    assert_eq!(edge_state(&hub).await?, "offline");
+    assert_eq!(edge_state(&hub, LA).await?, "offline");
     for i in 2..=51 {
         exec(&edge_c, &format!("INSERT INTO orders (facility_id, tenant_id, order_number) VALUES ('{LA}', '{A}', 'LA-{i}')")).await?;
     }
@@ -335,7 +251,7 @@ webhook_url = "http://127.0.0.1:{slack_port}{path}"
     edge_ns.ip(&["link", "set", &edge_if, "up"])?;
     let restored = Instant::now();
     wait_until("the RECOVERED notice", T, || async {
-        Ok((slack_count(&recorder, "RECOVERED") == recovered_before + 1).then_some(()))
+        Ok((slack_count(&recorder, LA, "RECOVERED") == recovered_before + 1).then_some(()))
     })
     .await?;
     let to_recovered = restored.elapsed();
