@@ -48,7 +48,9 @@ async fn reconcile_regional(topo: &Topology) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boots_from_a_bare_disk_to_a_healthy_synced_edge_and_heals() -> anyhow::Result<()> {
-    let us = Cluster::start("ag-us")?;
+    // The regional gives up a replication connection into a killed server after 10 s of
+    // silence instead of the default 60 s (the kill below can leave one half-open under load).
+    let us = Cluster::start_with("ag-us", &[("wal_receiver_timeout", "10s")])?;
     let usm = Cluster::start("ag-usm")?;
     let mut edge = EdgeBox::new(&edge_config(&usm, 2))?;
     let topo = regional_topology(&us, &usm, &edge);
@@ -164,7 +166,7 @@ async fn boots_from_a_bare_disk_to_a_healthy_synced_edge_and_heals() -> anyhow::
     let edge_c = edge.client().await?;
     exec(&edge_c, &format!("INSERT INTO orders (facility_id, tenant_id, order_number) VALUES ('{LA}', '{A}', 'LA-2')")).await?;
     // The regional's apply worker reconnects by itself; on a loaded machine a connection it
-    // held into the killed server can take up to wal_receiver_timeout (60 s) to be given up.
+    // held into the killed server is given up after wal_receiver_timeout (10 s here).
     let after_restart =
         wait_count(&us_c, "SELECT 1 FROM orders", 2, Duration::from_secs(180)).await;
     if after_restart.is_err() {
