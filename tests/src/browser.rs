@@ -90,6 +90,27 @@ impl Browser {
         })
     }
 
+    /// Type into the dashboard's sign-in form and send it, as a person would (keyboard, then
+    /// the button).
+    pub async fn sign_in(&self, name: &str, password: &str) -> anyhow::Result<()> {
+        self.fill("name", name).await?;
+        self.fill("password", password).await?;
+        self.client
+            .find(Locator::Css("form[action='/login'] button"))
+            .await?
+            .click()
+            .await?;
+        Ok(())
+    }
+
+    /// Type `text` into the field with id `id` (after clearing it).
+    pub async fn fill(&self, id: &str, text: &str) -> anyhow::Result<()> {
+        let e = self.client.find(Locator::Id(id)).await?;
+        e.clear().await?;
+        e.send_keys(text).await?;
+        Ok(())
+    }
+
     /// Save a PNG of the window as `<artifacts>/<name>.png`; returns its path.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let png = self.client.screenshot().await?;

@@ -19,6 +19,12 @@ pub struct HubProcess {
     pub netns: Option<String>,
 }
 
+/// The trimmed stdout of a hub CLI run (`cli`, `cli_with_input`) that must succeed.
+pub fn succeeded((code, out, err): (i32, String, String)) -> anyhow::Result<String> {
+    anyhow::ensure!(code == 0, "hub CLI failed ({code}): {err}");
+    Ok(out.trim().to_string())
+}
+
 impl HubProcess {
     /// Write `config` (TOML) for replica `replica`; nothing runs yet.
     pub fn new(replica: &str, config: &str) -> Result<HubProcess> {

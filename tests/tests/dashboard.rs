@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agog_tests::browser::Browser;
 use agog_tests::fleet::exec;
-use agog_tests::hub_process::HubProcess;
+use agog_tests::hub_process::{succeeded, HubProcess};
 use agog_tests::lab_process::Lab;
 use agog_tests::{cluster, wait_until, Cluster};
 use fantoccini::Locator;
@@ -39,26 +39,6 @@ async fn the_lab_in_a_browser_shows_the_fleet_and_an_outage_with_its_banner_and_
         lab.keep_logs();
     }
     r
-}
-
-/// Type into the sign-in form and send it, as a person would (keyboard, then the button).
-async fn sign_in(b: &Browser, name: &str, password: &str) -> anyhow::Result<()> {
-    b.client
-        .find(Locator::Id("name"))
-        .await?
-        .send_keys(name)
-        .await?;
-    b.client
-        .find(Locator::Id("password"))
-        .await?
-        .send_keys(password)
-        .await?;
-    b.client
-        .find(Locator::Css("form[action='/login'] button"))
-        .await?
-        .click()
-        .await?;
-    Ok(())
 }
 
 /// Sink messages about LA's going offline (the lab's start may have had one already: an edge
@@ -89,10 +69,11 @@ async fn in_the_browser(lab: &Lab) -> anyhow::Result<()> {
     b.wait_text("h1", &["Sign in"], T).await?;
     b.screenshot("01-sign-in").await?;
     let operator = login["operator"].as_str().unwrap();
-    sign_in(&b, operator, "not the password").await?;
+    b.sign_in(operator, "not the password").await?;
     b.wait_text("#login-error", &["Wrong operator name or password"], T)
         .await?;
-    sign_in(&b, operator, login["password"].as_str().unwrap()).await?;
+    b.sign_in(operator, login["password"].as_str().unwrap())
+        .await?;
 
     // The fleet: both us-east edges from this hub, Frankfurt from eu-central by replication.
     b.wait_text("h1", &["Fleet"], T).await?;
@@ -315,11 +296,6 @@ fn no_redirects() -> reqwest::Client {
         .unwrap()
 }
 
-fn hub_out((code, out, err): (i32, String, String)) -> anyhow::Result<String> {
-    anyhow::ensure!(code == 0, "hub CLI failed: {err}");
-    Ok(out.trim().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_token_reads_only_its_tenant_and_sessions_expire_and_end() -> anyhow::Result<()> {
     let regional = Cluster::start("web-us")?;
@@ -346,7 +322,7 @@ async fn a_tenant_token_reads_only_its_tenant_and_sessions_expire_and_end() -> a
     .map_err(|e| e.context(hub.log()))?;
     replicated_fixture(&db).await?;
 
-    hub_out(hub.cli(&[
+    succeeded(hub.cli(&[
         "operator",
         "add",
         "ops-a",
@@ -354,11 +330,11 @@ async fn a_tenant_token_reads_only_its_tenant_and_sessions_expire_and_end() -> a
         "tenant-a",
         "--no-password",
     ])?)?;
-    hub_out(hub.cli_with_input(
+    succeeded(hub.cli_with_input(
         &["operator", "add", "root", "--password-stdin"],
         "a long root password\n",
     )?)?;
-    hub_out(hub.cli_with_input(
+    succeeded(hub.cli_with_input(
         &[
             "operator",
             "add",
@@ -374,8 +350,8 @@ async fn a_tenant_token_reads_only_its_tenant_and_sessions_expire_and_end() -> a
         hub.cli_with_input(&["operator", "add", "weak", "--password-stdin"], "short\n")?;
     assert_ne!(code, 0);
     assert!(err.contains("at least 12"), "{err}");
-    let token_a = hub_out(hub.cli(&["operator", "token", "ops-a", "--expires", "1h"])?)?;
-    let token_root = hub_out(hub.cli(&["operator", "token", "root"])?)?;
+    let token_a = succeeded(hub.cli(&["operator", "token", "ops-a", "--expires", "1h"])?)?;
+    let token_root = succeeded(hub.cli(&["operator", "token", "root"])?)?;
     assert!(token_a.starts_with("agog_ot_"));
     // Only hashes are stored.
     let stored: i64 = db
@@ -466,7 +442,7 @@ async fn a_tenant_token_reads_only_its_tenant_and_sessions_expire_and_end() -> a
         )
         .await?
         .get::<_, i64>(0);
-    hub_out(hub.cli(&["operator", "revoke", &id.to_string()])?)?;
+    succeeded(hub.cli(&["operator", "revoke", &id.to_string()])?)?;
     let (code, _, _) = get(inv("facility-a"), Some(token_a.clone())).await?;
     assert_eq!(code, 401);
 
@@ -580,14 +556,6 @@ async fn a_tenant_token_reads_only_its_tenant_and_sessions_expire_and_end() -> a
     Ok(())
 }
 
-/// Type `text` into the field with id `id` (after clearing it).
-async fn fill(b: &Browser, id: &str, text: &str) -> anyhow::Result<()> {
-    let e = b.client.find(Locator::Id(id)).await?;
-    e.clear().await?;
-    e.send_keys(text).await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_fallback_is_activated_from_the_dashboard_dialog_by_an_operator_with_the_right(
 ) -> anyhow::Result<()> {
@@ -629,7 +597,7 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
     )?;
     // LA's box is gone (its /health never answers); NY is another facility of the tenant.
     for f in [LA, "facility-ny-001"] {
-        hub_out(hub.cli(&[
+        succeeded(hub.cli(&[
             "edges",
             "add",
             "--facility",
@@ -640,16 +608,16 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
             "http://127.0.0.1:9/health",
         ])?)?;
     }
-    hub_out(hub.cli_with_input(
+    succeeded(hub.cli_with_input(
         &["operator", "add", "root", "--password-stdin"],
         "a long root password\n",
     )?)?;
-    hub_out(hub.cli_with_input(
+    succeeded(hub.cli_with_input(
         &["operator", "add", "viewer", "--password-stdin"],
         "a long viewer password\n",
     )?)?;
     // The one list of the right: the dashboard operator `root` holds it, `viewer` does not.
-    hub_out(hub.cli(&["fallback", "grant", "root"])?)?;
+    succeeded(hub.cli(&["fallback", "grant", "root"])?)?;
     hub.start()?;
     let db = regional.client().await?;
     wait_until("the regional's sync schema", T, || async {
@@ -687,7 +655,7 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
         // An operator without the right sees the facts and why there is no button.
         b.client.goto(&format!("{base}/facilities/{LA}/fallback")).await?;
         b.wait_text("h1", &["Sign in"], T).await?;
-        sign_in(&b, "viewer", "a long viewer password").await?;
+        b.sign_in("viewer", "a long viewer password").await?;
         b.wait_text("#no-right", &["hub fallback grant viewer"], T)
             .await?;
         assert!(b.text("form.dialog").await?.is_none());
@@ -701,7 +669,7 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
 
         // The operator with the right: from the edge page to the dialog, as in the design.
         b.client.goto(&format!("{base}/facilities/{LA}")).await?;
-        sign_in(&b, "root", "a long root password").await?;
+        b.sign_in("root", "a long root password").await?;
         b.wait_text(".facts", &["OFFLINE"], T).await?;
         b.client
             .find(Locator::Id("fallback-link"))
@@ -715,9 +683,9 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
         b.screenshot("fallback-02-dialog").await?;
 
         // A blank reason comes back next to its field, with what was typed kept; nothing is made.
-        fill(&b, "reason", "   ").await?;
-        fill(&b, "expected_duration", "3-6 months rebuild").await?;
-        fill(&b, "notify", "worker@la.test, not-an-address").await?;
+        b.fill("reason", "   ").await?;
+        b.fill("expected_duration", "3-6 months rebuild").await?;
+        b.fill("notify", "worker@la.test, not-an-address").await?;
         b.client
             .find(Locator::Css("form.dialog button[type='submit']"))
             .await?
@@ -735,8 +703,8 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
         assert_eq!(fallbacks().await?, 0, "a refused form makes nothing");
         b.screenshot("fallback-03-refused").await?;
 
-        fill(&b, "reason", "Fire - building destroyed").await?;
-        fill(&b, "notify", "worker@la.test").await?;
+        b.fill("reason", "Fire - building destroyed").await?;
+        b.fill("notify", "worker@la.test").await?;
         b.client
             .find(Locator::Css("form.dialog button[type='submit']"))
             .await?

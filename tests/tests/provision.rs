@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agog_tests::browser::Browser;
 use agog_tests::edge_box::{EdgeBox, EnrollingBoxConfig};
-use agog_tests::hub_process::HubProcess;
+use agog_tests::hub_process::{succeeded, HubProcess};
 use agog_tests::pki::pki;
 use agog_tests::receivers::smtp;
 use agog_tests::{bin_path, cluster, wait_until, Cluster};
@@ -119,13 +119,6 @@ async fn procurement() -> anyhow::Result<(String, Procurement)> {
     Ok((url, p))
 }
 
-async fn fill(b: &Browser, id: &str, text: &str) -> anyhow::Result<()> {
-    let e = b.client.find(Locator::Id(id)).await?;
-    e.clear().await?;
-    e.send_keys(text).await?;
-    Ok(())
-}
-
 async fn select(b: &Browser, id: &str, value: &str) -> anyhow::Result<()> {
     b.client
         .find(Locator::Css(&format!("#{id} option[value='{value}']")))
@@ -142,11 +135,6 @@ async fn submit(b: &Browser) -> anyhow::Result<()> {
         .click()
         .await?;
     Ok(())
-}
-
-fn hub_ok(r: (i32, String, String)) -> anyhow::Result<String> {
-    anyhow::ensure!(r.0 == 0, "hub CLI failed: {}", r.2);
-    Ok(r.1.trim().to_string())
 }
 
 /// A provisioned image, decompressed: its edge.toml from the boot partition.
@@ -230,7 +218,7 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
             smtp = mail.addr.port(),
         ),
     )?;
-    hub_ok(hub.cli_with_input(
+    succeeded(hub.cli_with_input(
         &["operator", "add", "root", "--password-stdin"],
         "a long root password\n",
     )?)?;
@@ -256,21 +244,7 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
     let r = async {
         b.client.goto(&format!("{web}/provision")).await?;
         b.wait_text("h1", &["Sign in"], T).await?;
-        b.client
-            .find(Locator::Id("name"))
-            .await?
-            .send_keys("root")
-            .await?;
-        b.client
-            .find(Locator::Id("password"))
-            .await?
-            .send_keys("a long root password")
-            .await?;
-        b.client
-            .find(Locator::Css("form[action='/login'] button"))
-            .await?
-            .click()
-            .await?;
+        b.sign_in("root", "a long root password").await?;
         b.wait_text("h1", &["Provisioning"], T).await?;
         b.client
             .find(Locator::Id("new-edge"))
@@ -281,10 +255,9 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
             .await?;
 
         // A form with mistakes: each said next to its field, what was typed kept, nothing made.
-        fill(&b, "tenant", TENANT).await?;
-        fill(&b, "facility_name", "Los Angeles Plant").await?;
-        fill(
-            &b,
+        b.fill("tenant", TENANT).await?;
+        b.fill("facility_name", "Los Angeles Plant").await?;
+        b.fill(
             "facility_address",
             "1200 Industrial Way\nLos Angeles, CA 90021",
         )
@@ -294,15 +267,16 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
             .await?
             .click()
             .await?;
-        fill(&b, "static_address", "203.0.113.45").await?;
-        fill(&b, "gateway", "198.51.100.1").await?;
-        fill(&b, "dns_servers", "8.8.8.8, 8.8.4.4").await?;
+        b.fill("static_address", "203.0.113.45").await?;
+        b.fill("gateway", "198.51.100.1").await?;
+        b.fill("dns_servers", "8.8.8.8, 8.8.4.4").await?;
         select(&b, "vpn_type", "wireguard").await?;
-        fill(&b, "vpn_endpoint", "vpn.customer-corp.com").await?;
+        b.fill("vpn_endpoint", "vpn.customer-corp.com").await?;
         select(&b, "hardware_size", "medium").await?;
-        fill(&b, "it_contact_name", "Ana Lopez").await?;
-        fill(&b, "it_contact_email", "ana.lopez@customer-corp").await?;
-        fill(&b, "it_contact_phone", "555-0100").await?;
+        b.fill("it_contact_name", "Ana Lopez").await?;
+        b.fill("it_contact_email", "ana.lopez@customer-corp")
+            .await?;
+        b.fill("it_contact_phone", "555-0100").await?;
         submit(&b).await?;
         b.wait_text(
             "#form-errors",
@@ -330,9 +304,10 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
         assert_eq!(counts().await?, (0, 0), "a refused form makes nothing");
         b.screenshot("01-form-refused").await?;
 
-        fill(&b, "gateway", "203.0.113.1").await?;
-        fill(&b, "it_contact_email", "ana.lopez@customer-corp.test").await?;
-        fill(&b, "it_contact_phone", "+1 (415) 555-0100").await?;
+        b.fill("gateway", "203.0.113.1").await?;
+        b.fill("it_contact_email", "ana.lopez@customer-corp.test")
+            .await?;
+        b.fill("it_contact_phone", "+1 (415) 555-0100").await?;
         submit(&b).await?;
         // The request's page follows the jobs by itself.
         b.wait_text("h1", &["Los Angeles Plant", LA], T).await?;
@@ -491,14 +466,16 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
     // A second request whose box never comes: after the configured days, an alert to the
     // operators and the IT contact (time moved on in the database), once.
     b.client.goto(&format!("{web}/provision/new")).await?;
-    fill(&b, "tenant", TENANT).await?;
-    fill(&b, "facility_name", "Los Angeles Plant").await?;
-    fill(&b, "facility_address", "1300 Industrial Way, Los Angeles").await?;
+    b.fill("tenant", TENANT).await?;
+    b.fill("facility_name", "Los Angeles Plant").await?;
+    b.fill("facility_address", "1300 Industrial Way, Los Angeles")
+        .await?;
     select(&b, "hardware_size", "small").await?;
-    fill(&b, "vpn_endpoint", "203.0.113.9:51820").await?;
-    fill(&b, "it_contact_name", "Ana Lopez").await?;
-    fill(&b, "it_contact_email", "ana.lopez@customer-corp.test").await?;
-    fill(&b, "it_contact_phone", "+1 415 555 0100").await?;
+    b.fill("vpn_endpoint", "203.0.113.9:51820").await?;
+    b.fill("it_contact_name", "Ana Lopez").await?;
+    b.fill("it_contact_email", "ana.lopez@customer-corp.test")
+        .await?;
+    b.fill("it_contact_phone", "+1 415 555 0100").await?;
     submit(&b).await?;
     let second = "facility-los-angeles-plant-002";
     b.wait_text("h1", &[second], T).await?;

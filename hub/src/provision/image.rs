@@ -173,7 +173,7 @@ pub async fn build(
         ("hub-ca.pem", &ca[..]),
     ] {
         let local = staging.join(name);
-        sync_core_write_private(&local, bytes)?;
+        sync_core::fsutil::write_private(&local, bytes)?;
         run(
             "mcopy",
             &[
@@ -227,18 +227,4 @@ async fn tempdir_in(dir: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     tokio::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o700)).await?;
     Ok(t)
-}
-
-/// The token is in edge.toml: staged files are root's only.
-fn sync_core_write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    Ok(())
 }
