@@ -306,3 +306,18 @@ fn write_files(
     }
     Ok(())
 }
+
+/// Stop a tunnel daemon the agent supervises (openvpn, charon): SIGTERM so it tears its tunnel
+/// down cleanly, SIGKILL if it is still there after 3 s.
+pub async fn stop_child(mut c: tokio::process::Child) {
+    if let Some(pid) = c.id() {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(Duration::from_secs(3), c.wait())
+        .await
+        .is_err()
+    {
+        let _ = c.kill().await;
+    }
+}

@@ -240,17 +240,8 @@ impl IpsecTunnel {
                 _ = stop.changed() => break,
             }
         }
-        if let Some(mut c) = self.child.take() {
-            if let Some(pid) = c.id() {
-                // SAFETY: signalling our own child (charon after the exec chain).
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            }
-            if tokio::time::timeout(Duration::from_secs(3), c.wait())
-                .await
-                .is_err()
-            {
-                let _ = c.kill().await;
-            }
+        if let Some(c) = self.child.take() {
+            crate::tunnel::stop_child(c).await;
         }
     }
 }
