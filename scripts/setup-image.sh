@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # What image-builder/build-image and the image test (tests/tests/image.rs) need. Idempotent.
 #  - the build tools: mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk (sfdisk), xz, file,
-#    arch-test (mmdebstrap's check for a foreign architecture: the Pi image);
+#    arch-test (mmdebstrap's check for a foreign architecture: the Pi image); curl (the test's
+#    browser-less visit of the hub's pages inside a network namespace);
 #  - qemu-system-x86_64 and OVMF for booting the image, unpacked from Debian's .debs into a
 #    private prefix ($CACHE/qemu-x86): installing qemu-system-x86 from bookworm would remove the
 #    machine's qemu-utils from bookworm-backports (they conflict). The libraries qemu links are
-#    ordinary packages and are installed. Prints the prefix on its last line.
+#    ordinary packages and are installed;
+#  - the unprivileged user agog-image (with a subordinate id range) the test builds images as.
+# Prints the prefix on its last line.
 set -euo pipefail
 log() { printf 'setup-image: %s\n' "$*" >&2; }
 if [ "$(id -u)" = 0 ]; then default_cache=/var/cache/agog; else default_cache="${XDG_CACHE_HOME:-$HOME/.cache}/agog"; fi
@@ -20,7 +23,7 @@ apt_install() {
 }
 
 need=()
-for pair in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
+for pair in curl:curl newuidmap:uidmap mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
             sfdisk:fdisk xz:xz-utils file:file debugfs:e2fsprogs arch-test:arch-test; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
@@ -34,6 +37,20 @@ for l in "${libs[@]}"; do
   dpkg-query -W -f='${Status}\n' "$l" 2>/dev/null | grep -q '^install ok installed' || need+=("$l")
 done
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+
+# The unprivileged user the image test builds images as (image-builder is rootless): a
+# subordinate uid/gid range for its user namespace, and the shared base cache its own.
+if [ "$(id -u)" = 0 ]; then
+  id agog-image >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/agog-image \
+    --shell /usr/sbin/nologin agog-image
+  if ! grep -q '^agog-image:' /etc/subuid || ! grep -q '^agog-image:' /etc/subgid; then
+    # Past every range already handed out.
+    top=$(cat /etc/subuid /etc/subgid 2>/dev/null | awk -F: '{e=$2+$3} e>m{m=e} END{print (m>300000?m:300000)}')
+    usermod --add-subuids "$top-$((top + 65535))" --add-subgids "$top-$((top + 65535))" agog-image
+  fi
+  install -d -m 0755 -o agog-image -g agog-image "$CACHE/image-builder"
+  find "$CACHE/image-builder" -maxdepth 1 -name 'base-*.tar' ! -user agog-image -exec chown agog-image:agog-image {} +
+fi
 
 if [ ! -f "$QEMU/.complete" ]; then
   [ "$(id -u)" = 0 ] || { log "qemu-system-x86 is not unpacked in $QEMU: run this as root once"; exit 1; }

@@ -719,6 +719,12 @@ pub async fn decommission(
         &[&facility.as_str()],
     )
     .await?;
+    // Its tunnel address is free again.
+    tx.execute(
+        "UPDATE agog_hub.provisioning_requests SET tunnel_address = NULL WHERE facility_id = $1",
+        &[&facility.as_str()],
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(facility = %facility, node, "edge decommissioned");
     Ok(())

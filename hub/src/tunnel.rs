@@ -1,9 +1,11 @@
 //! The hub's side of the edges' WireGuard tunnels (`[tunnel]` in hub.toml).
 //!
-//! Addresses: each enrolled edge gets one host address of the region's `range`, the lowest free
-//! one, in the enrollment transaction (under a transaction-level advisory lock, and a UNIQUE
-//! column: never two edges on one address); a re-enrolled facility keeps its address;
-//! decommissioning deletes the edge's row and so frees it. The hub's own address is the range's
+//! Addresses: each edge gets one host address of the region's `range`, the lowest free one,
+//! reserved when its provisioning request is made (the hub-side peer then waits for the box's
+//! key, made on the box and sent at enrollment) or given at enrollment for an edge enrolled with
+//! a plain token; under a transaction-level advisory lock, and UNIQUE columns: never two edges
+//! on one address. A re-enrolled facility keeps its address; decommissioning deletes the edge's
+//! row and the reservation and so frees it. The hub's own address is the range's
 //! first host unless set.
 //!
 //! The interface (`manage_interface`, default on): `hub serve` brings up its own WireGuard
@@ -241,8 +243,9 @@ impl TunnelConfig {
     }
 }
 
-/// In the enrollment transaction: the facility's address (kept when it has one), else the
-/// lowest free one. `None` when the range is full.
+/// In the enrollment or the provisioning transaction: the facility's address (kept when its
+/// edge has one, or taken from its provisioning request's reservation), else the lowest one
+/// neither an edge nor a reservation holds. `None` when the range is full.
 pub async fn assign_address(
     tx: &tokio_postgres::Transaction<'_>,
     t: &TunnelConfig,
@@ -254,10 +257,15 @@ pub async fn assign_address(
         &[],
     )
     .await?;
+    // The facility's own first: its edge's address, then its reservation.
     let rows = tx
         .query(
-            "SELECT facility_id, host(tunnel_address) FROM agog_hub.edges
-              WHERE tunnel_address IS NOT NULL",
+            "SELECT facility_id, host(tunnel_address), 0 AS rank FROM agog_hub.edges
+              WHERE tunnel_address IS NOT NULL
+             UNION ALL
+             SELECT facility_id, host(tunnel_address), 1 FROM agog_hub.provisioning_requests
+              WHERE tunnel_address IS NOT NULL
+             ORDER BY rank",
             &[],
         )
         .await?;

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "each edge's tunnel address",
         sql: include_str!("0010_tunnel.sql"),
     },
+    Migration {
+        version: 11,
+        name: "tunnel addresses reserved at provisioning",
+        sql: include_str!("0011_tunnel_reservation.sql"),
+    },
 ];
 
 pub const HUB: MigrationSet = MigrationSet {

@@ -20,6 +20,8 @@ pub struct Rendered {
     pub token: String,
     pub token_expires: DateTime<Utc>,
     pub made_at: DateTime<Utc>,
+    /// The box's tunnel address, reserved with the request (with `[tunnel]`).
+    pub tunnel_address: Option<std::net::Ipv4Addr>,
 }
 
 /// The files on the boot partition: `edge.toml` and the systemd-networkd `10-agog.network`.
@@ -61,6 +63,7 @@ pub fn render(cfg: &ProvisionConfig, r: &Request, v: &Rendered) -> Result<Files,
                 network => r.network,
                 vpn_type => r.vpn_type,
                 vpn_endpoint => r.vpn_endpoint,
+                tunnel_address => v.tunnel_address.map(|a| a.to_string()),
             })
         })
         .map_err(|e| format!("edge.toml template: {e:#}"))?;

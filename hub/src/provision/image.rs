@@ -195,7 +195,12 @@ pub async fn build(
 
     progress("compressing (xz)".into());
     let compressed = Command::new("xz")
-        .args(["-T0", "-3", "-c", &raw.to_string_lossy()])
+        .args([
+            "-T0",
+            &format!("-{}", cfg.xz_level),
+            "-c",
+            &raw.to_string_lossy(),
+        ])
         .stdout(std::fs::File::create(&xz_partial)?)
         .status()
         .await

@@ -43,6 +43,10 @@ pub struct Provisioned {
     pub edge_state: Option<String>,
     pub enrolled_at: Option<DateTime<Utc>>,
     pub last_ok_at: Option<DateTime<Utc>>,
+    /// The tunnel address reserved for the box (with `[tunnel]`), and whether the box's key
+    /// has joined the hub-side peer (at enrollment).
+    pub tunnel_address: Option<String>,
+    pub tunnel_key_joined: bool,
     #[serde(skip)]
     pub setup_key: String,
     #[serde(skip)]
@@ -57,7 +61,7 @@ const SELECT: &str = "SELECT p.facility_id, p.tenant_id, p.facility_name, p.faci
         p.image_status, p.image_progress, p.image_file, p.image_sha256, p.image_bytes,
         p.image_ready_at, p.email_status, p.email_detail, p.not_enrolled_alert_at, t.expires_at,
         e.state, e.enrolled_at, e.last_ok_at, p.setup_key, p.edge_config,
-        p.network_config
+        p.network_config, host(p.tunnel_address), e.wireguard_public_key IS NOT NULL
    FROM agog_hub.provisioning_requests p
    JOIN agog_hub.bootstrap_tokens t ON t.id = p.token_id
    LEFT JOIN agog_hub.edges e ON e.facility_id = p.facility_id";
@@ -96,6 +100,8 @@ fn from_row(r: &tokio_postgres::Row) -> Provisioned {
         setup_key: r.get(29),
         edge_config: r.get(30),
         network_config: r.get(31),
+        tunnel_address: r.get(32),
+        tunnel_key_joined: r.get::<_, Option<bool>>(33).unwrap_or(false),
     }
 }
 
@@ -149,6 +155,22 @@ pub async fn by_setup_key(
 
 pub const SETUP_KEY_PREFIX: &str = "agog_setup_";
 
+/// Every address of the region's tunnel range is held by an edge or a reservation.
+#[derive(Debug)]
+pub struct TunnelRangeFull(pub String);
+
+impl std::fmt::Display for TunnelRangeFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "every address of the tunnel range {} is taken: widen [tunnel] range in hub.toml or decommission edges",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TunnelRangeFull {}
+
 /// The next free `facility-<slug>-<n>` (n from 001) and its node name `<slug>-<n>` (the slug
 /// cut to fit a node name's 24 characters), given the ids and node names already taken.
 pub fn next_facility_id(slug: &str, taken: &[String]) -> Option<(FacilityId, NodeName)> {
@@ -198,6 +220,15 @@ pub async fn create(
             .ok_or_else(|| anyhow::anyhow!("no free facility id for {slug}"))?;
         let now = Utc::now();
         let expires = now + Duration::days(cfg.token_days.into());
+        // The hub-side peer's address, reserved now: the box's key joins it at enrollment.
+        let tunnel_address = match &hub.tunnel {
+            Some(t) => Some(
+                crate::tunnel::assign_address(&tx, t, facility.as_str())
+                    .await?
+                    .ok_or_else(|| TunnelRangeFull(t.range.clone()))?,
+            ),
+            None => None,
+        };
         let (token_id, token) =
             crate::enroll::create_token(&tx, &facility, &r.tenant, &r.facility_name, expires)
                 .await?;
@@ -212,6 +243,7 @@ pub async fn create(
                 token,
                 token_expires: expires,
                 made_at: now,
+                tunnel_address,
             },
         )
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -221,8 +253,9 @@ pub async fn create(
                 "INSERT INTO agog_hub.provisioning_requests (facility_id, node, tenant_id, facility_name,
                      facility_address, shipping_address, network, vpn_type, vpn_endpoint, hardware_size,
                      it_name, it_email, it_phone, requested_by, token_id, edge_config, network_config,
-                     setup_key, order_status)
-                 VALUES ($1, $19, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                     setup_key, order_status, tunnel_address)
+                 VALUES ($1, $19, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                         $20::text::inet)
                  ON CONFLICT DO NOTHING",
                 &[
                     &facility.as_str(),
@@ -244,6 +277,7 @@ pub async fn create(
                     &setup_key,
                     &if cfg.procurement_webhook.is_some() { "pending" } else { "not_configured" },
                     &node.as_str(),
+                    &tunnel_address.map(|a| a.to_string()),
                 ],
             )
             .await?;

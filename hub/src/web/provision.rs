@@ -105,6 +105,9 @@ pub(crate) async fn submit(
         .await
         .map_err(|e| {
             tracing::warn!(error = %format!("{e:#}"), "provisioning request failed");
+            if let Some(full) = e.downcast_ref::<request::TunnelRangeFull>() {
+                return error_page(StatusCode::CONFLICT, &format!("Nothing was made: {full}."));
+            }
             error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The request could not be recorded (nothing was made); try again in a moment.",

@@ -136,6 +136,15 @@ pub async fn start() -> SmtpReceiver {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
+    serve(listener)
+}
+
+/// A receiver on a listener bound elsewhere (e.g. inside a network namespace, `Netns::bind_tcp`).
+pub fn start_on(listener: std::net::TcpListener) -> SmtpReceiver {
+    serve(TcpListener::from_std(listener).expect("a non-blocking listener"))
+}
+
+fn serve(listener: TcpListener) -> SmtpReceiver {
     let addr = listener.local_addr().expect("local addr");
     let shared = Arc::new(Mutex::new(Shared::default()));
     let sessions = SessionBuilder::new("receiver.agog.test");
