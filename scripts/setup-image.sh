@@ -3,17 +3,19 @@
 #  - the build tools: mmdebstrap, e2fsprogs, dosfstools, mtools, fdisk (sfdisk), xz, file,
 #    arch-test (mmdebstrap's check for a foreign architecture: the Pi image); curl (the test's
 #    browser-less visit of the hub's pages inside a network namespace);
-#  - qemu-system-x86_64 and OVMF for booting the image, unpacked from Debian's .debs into a
-#    private prefix ($CACHE/qemu-x86): installing qemu-system-x86 from bookworm would remove the
+#  - qemu-system-x86_64 and OVMF, and qemu-system-aarch64, for booting the images, unpacked from
+#    Debian's .debs into a private prefix ($CACHE/qemu): installing qemu-system-x86 from bookworm would remove the
 #    machine's qemu-utils from bookworm-backports (they conflict). The libraries qemu links are
 #    ordinary packages and are installed;
-#  - the unprivileged user agog-image (with a subordinate id range) the test builds images as.
+#  - the unprivileged user agog-image (with a subordinate id range) the test builds images as;
+#  - qemu-user-static registered for arm64 (the Pi image's base) and the arm64 C compiler
+#    (image-builder/postgres-arm64 builds pgvector for the Pi image with it).
 # Prints the prefix on its last line.
 set -euo pipefail
 log() { printf 'setup-image: %s\n' "$*" >&2; }
 if [ "$(id -u)" = 0 ]; then default_cache=/var/cache/agog; else default_cache="${XDG_CACHE_HOME:-$HOME/.cache}/agog"; fi
 CACHE="${AGOG_CACHE_DIR:-$default_cache}"
-QEMU="$CACHE/qemu-x86"
+QEMU="$CACHE/qemu"
 
 apt_install() {
   if [ "$(id -u)" != 0 ]; then log "missing $*: install them as root (apt-get install --no-install-recommends $*)"; exit 1; fi
@@ -23,7 +25,7 @@ apt_install() {
 }
 
 need=()
-for pair in curl:curl newuidmap:uidmap mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
+for pair in qemu-aarch64-static:qemu-user-static aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu curl:curl newuidmap:uidmap mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
             sfdisk:fdisk xz:xz-utils file:file debugfs:e2fsprogs arch-test:arch-test; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
@@ -52,13 +54,24 @@ if [ "$(id -u)" = 0 ]; then
   find "$CACHE/image-builder" -maxdepth 1 -name 'base-*.tar' ! -user agog-image -exec chown agog-image:agog-image {} +
 fi
 
+# The arm64 (Raspberry Pi) base runs its maintainer scripts under qemu-user: qemu-aarch64-static
+# registered in binfmt_misc with the F flag (the kernel opens the interpreter at registration,
+# so it works inside mmdebstrap's namespaces and chroots too).
+if [ "$(id -u)" = 0 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  log "registering qemu-aarch64-static in binfmt_misc"
+  sed 's|/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF|/usr/bin/qemu-aarch64-static:F|' \
+    /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
+fi
+
 if [ ! -f "$QEMU/.complete" ]; then
   [ "$(id -u)" = 0 ] || { log "qemu-system-x86 is not unpacked in $QEMU: run this as root once"; exit 1; }
-  log "unpacking qemu-system-x86 and OVMF into $QEMU"
+  log "unpacking qemu-system-x86, qemu-system-arm and OVMF into $QEMU"
   tmp=$(mktemp -d)
+  chmod 0755 "$tmp"   # apt-get download hands the files to its _apt user
   trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && apt-get download -qq qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu ovmf >/dev/null) \
-    || { apt-get update -qq && (cd "$tmp" && apt-get download -qq qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-qemu ovmf >/dev/null); }
+  (cd "$tmp" && apt-get download -qq qemu-system-x86 qemu-system-arm qemu-system-common qemu-system-data seabios ipxe-qemu ovmf >/dev/null) \
+    || { apt-get update -qq && (cd "$tmp" && apt-get download -qq qemu-system-x86 qemu-system-arm qemu-system-common qemu-system-data seabios ipxe-qemu ovmf >/dev/null); }
   rm -rf "$QEMU.partial" && mkdir -p "$QEMU.partial"
   for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$QEMU.partial"; done
   # /usr/share/qemu links to ../seabios etc. with absolute targets: point them into the prefix.
@@ -68,6 +81,7 @@ if [ ! -f "$QEMU/.complete" ]; then
   done
   rm -rf "$QEMU" && mv "$QEMU.partial" "$QEMU"
   "$QEMU/usr/bin/qemu-system-x86_64" --version | head -n1 >&2
+  "$QEMU/usr/bin/qemu-system-aarch64" --version | head -n1 >&2
   [ -f "$QEMU/usr/share/OVMF/OVMF_CODE.fd" ] || { log "no OVMF_CODE.fd in the ovmf package"; exit 1; }
   touch "$QEMU/.complete"
 fi

@@ -1,9 +1,11 @@
-//! The field journey of an x86_64 box, with nothing typed into the box: an operator submits the
+//! The field journey of a box, with nothing typed into it: an operator submits the
 //! provisioning form of a real `hub serve`; the hub writes the edge's config onto a copy of the
 //! golden image (built here by `image-builder/build-image --golden` as an unprivileged user) and
 //! emails the IT contact; the test follows the email's link, checks the download against the
-//! email's sha256, "flashes" it onto a 4 GiB disk and powers it on under qemu-system-x86_64 (TCG,
-//! OVMF). The first boot grows the root file system; the agent starts PostgreSQL 16, enrolls,
+//! email's sha256, "flashes" it onto a 4 GiB disk and powers it on under software emulation (qemu
+//! TCG): the x86_64 `medium` image under qemu-system-x86_64 with OVMF (UEFI, systemd-boot), the
+//! Raspberry Pi 4 `small` image under qemu-system-aarch64. The first boot grows the root file
+//! system; the agent starts PostgreSQL 16 with pgvector, enrolls,
 //! brings up WireGuard with the guest kernel's module to the hub's peer reserved at provisioning,
 //! and from then on everything goes through the tunnel: the hub's health checks, the regional's
 //! subscription to the box and the box's to the master data.
@@ -13,8 +15,14 @@
 //! enrollment API and the WireGuard port, nothing else), and the hub's wireguard-go interface
 //! there routes the tunnel range. No port of the guest is forwarded.
 //!
-//! The Debian base is cached in /var/cache/agog/image-builder (the first run builds it: about
-//! 15 minutes more). qemu and the temporary files go away even when the test fails.
+//! qemu has no Raspberry Pi 4 machine with a network: the Pi image boots on qemu's generic `virt`
+//! board (a Cortex-A72 like the Pi's), its kernel and initrd taken from the image's firmware
+//! partition as the Pi's firmware would, with `cmdline.txt`'s console moved to virt's serial port,
+//! and its disk on USB behind a PCI xHCI: the path a Pi 4 boots a USB disk through (xhci-pci,
+//! usb-storage, sd_mod in the initramfs).
+//!
+//! The Debian bases are cached in /var/cache/agog/image-builder (a first run builds them: about
+//! 3 minutes more for amd64, 10 for arm64 under qemu-user). qemu and the temporary files go away even when the test fails.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,7 +37,6 @@ use agog_tests::receivers::smtp;
 use agog_tests::{cluster, wait_until, Cluster};
 
 const TENANT: &str = "tenant-foo-inc";
-const FACILITY: &str = "facility-qemu-plant-001";
 const IT_EMAIL: &str = "it@foo-inc.test";
 /// Fixed ports: the namespace is the test's own.
 const API_PORT: u16 = 8443;
@@ -87,6 +94,124 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One hardware size's box and how qemu runs it.
+struct Machine {
+    size: &'static str,
+    facility_name: &'static str,
+    facility: &'static str,
+    /// The static agent's target directory.
+    triple: &'static str,
+    /// What check-image says about its partition table.
+    table: &'static str,
+    /// Power-on to online at the hub, at most.
+    boot_deadline: Duration,
+}
+
+const NUC: Machine = Machine {
+    size: "medium",
+    facility_name: "Qemu Plant",
+    facility: "facility-qemu-plant-001",
+    triple: "x86_64-unknown-linux-musl",
+    table: "GPT: 1 EFI system partition, 2 x86-64 root",
+    boot_deadline: Duration::from_secs(600),
+};
+
+const PI: Machine = Machine {
+    size: "small",
+    facility_name: "Pi Plant",
+    facility: "facility-pi-plant-001",
+    triple: "aarch64-unknown-linux-musl",
+    table: "MBR: 1 FAT32 (bootable), 2 Linux",
+    boot_deadline: Duration::from_secs(900),
+};
+
+/// qemu for `m`, in `ns`, booting `disk` (`img` is the flashed image it overlays).
+fn start_qemu(
+    m: &Machine,
+    ns: &Netns,
+    prefix: &Path,
+    dir: &Path,
+    img: &Path,
+    disk: &Path,
+) -> anyhow::Result<Qemu> {
+    let share = prefix.join("usr/share");
+    let serial = dir.join("serial.log");
+    let mut cmd;
+    if m.size == "small" {
+        // What the Pi's firmware reads from its FAT partition: the kernel, the initrd and the
+        // command line.
+        let at = format!("{}@@{}", img.display(), first_partition_offset(img)?);
+        for f in ["vmlinuz", "initrd.img", "cmdline.txt"] {
+            run(Command::new("mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .args(["-n", "-i", &at, &format!("::/{f}")])
+                .arg(dir.join(f)))?;
+        }
+        let cmdline = fs::read_to_string(dir.join("cmdline.txt"))?;
+        let mut append: Vec<&str> = cmdline
+            .split_whitespace()
+            .filter(|w| !w.starts_with("console="))
+            .collect();
+        append.push("console=ttyAMA0,115200");
+        cmd = ns.command(&prefix.join("usr/bin/qemu-system-aarch64").to_string_lossy());
+        cmd.arg("-L")
+            .arg(share.join("qemu"))
+            .args(["-accel", "tcg", "-machine", "virt", "-cpu", "cortex-a72"])
+            .arg("-kernel")
+            .arg(dir.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(dir.join("initrd.img"))
+            .arg("-append")
+            .arg(append.join(" "))
+            .args(["-device", "qemu-xhci,id=xhci"])
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=usbdisk,file={},format=qcow2",
+                disk.display()
+            ))
+            .args(["-device", "usb-storage,bus=xhci.0,drive=usbdisk"]);
+    } else {
+        let vars = dir.join("OVMF_VARS.fd");
+        fs::copy(share.join("OVMF/OVMF_VARS.fd"), &vars)?;
+        cmd = ns.command(&prefix.join("usr/bin/qemu-system-x86_64").to_string_lossy());
+        cmd.arg("-L")
+            .arg(share.join("qemu"))
+            .args(["-accel", "tcg", "-machine", "q35", "-cpu", "max"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,readonly=on,file={}",
+                share.join("OVMF/OVMF_CODE.fd").display()
+            ))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=qcow2", disk.display()));
+    }
+    let child = cmd
+        .args(["-m", "1024", "-smp", "2", "-display", "none", "-no-reboot"])
+        // User networking without a single forwarded port.
+        .args(["-netdev", "user,id=n0"])
+        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(["-monitor", "none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    Ok(Qemu { child, serial })
+}
+
+/// The byte offset of an image's first partition (its FAT boot partition).
+fn first_partition_offset(img: &Path) -> anyhow::Result<u64> {
+    let dump = run(Command::new("sfdisk").arg("--json").arg(img))?;
+    let v: serde_json::Value = serde_json::from_str(&dump)?;
+    let start = v["partitiontable"]["partitions"][0]["start"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("no partition in {dump}"))?;
+    Ok(start * 512)
 }
 
 /// The browser-less visitor: curl inside the namespace, with a cookie jar for the session.
@@ -151,6 +276,7 @@ fn hub_config(
     regional: &Cluster,
     dir: &Path,
     p: &agog_tests::pki::Pki,
+    size: &str,
     golden: &Path,
     wg: &str,
     smtp_port: u16,
@@ -202,7 +328,7 @@ images_dir = "{dir}/images"
 poll_ms = 300
 # xz -0: the image test's time goes to booting; BENCHMARKS has the default level's figures.
 xz_level = 0
-base_images = {{ medium = "{golden}" }}
+base_images = {{ {size} = "{golden}" }}
 
 [[alerts.channels]]
 name = "ops-email"
@@ -224,29 +350,40 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
     )
 }
 
-async fn edge_json(hub: &HubProcess) -> anyhow::Result<Option<serde_json::Value>> {
+async fn edge_json(hub: &HubProcess, facility: &str) -> anyhow::Result<Option<serde_json::Value>> {
     let (code, out, err) = hub.cli(&["edges", "--json"])?;
     anyhow::ensure!(code == 0, "hub edges: {err}");
     let v: serde_json::Value = serde_json::from_str(&out)?;
     Ok(v.as_array()
-        .and_then(|a| a.iter().find(|e| e["facility_id"] == FACILITY).cloned()))
+        .and_then(|a| a.iter().find(|e| e["facility_id"] == facility).cloned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wireguard_tunnel(
+async fn a_provisioned_nuc_image_boots_under_qemu_enrolls_and_syncs_through_its_wireguard_tunnel(
 ) -> anyhow::Result<()> {
+    field_journey(&NUC).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioned_raspberry_pi_image_boots_under_qemu_aarch64_enrolls_and_syncs_through_its_tunnel(
+) -> anyhow::Result<()> {
+    field_journey(&PI).await
+}
+
+async fn field_journey(m: &Machine) -> anyhow::Result<()> {
     let repo = repo();
     // Build tools, the builder user, and qemu + OVMF unpacked into a private prefix.
     let qemu_prefix = run(Command::new("bash").arg(repo.join("scripts/setup-image.sh")))?;
     let qemu_prefix = PathBuf::from(qemu_prefix.trim().lines().last().unwrap_or_default());
     // The static agent that goes into the image: built by scripts/test.sh before the tests
     // (building it from here would wait on the build lock, or rebuild under the test's env).
-    let agent = repo.join("target/x86_64-unknown-linux-musl/release/edge-agent");
+    let agent = repo.join(format!("target/{}/release/edge-agent", m.triple));
     anyhow::ensure!(
         agent.exists(),
-        "{} is missing: packaging/build-static --target x86_64 --only edge-agent (scripts/test.sh runs it)",
+        "{} is missing: packaging/build-static (scripts/test.sh runs it)",
         agent.display()
     );
+    let facility = m.facility;
 
     // The golden image, built rootless: image-builder as an unprivileged user.
     let work = TempDir(cluster::scratch_dir("img")?);
@@ -255,18 +392,27 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
     fs::create_dir_all(&golden_dir)?;
     run(Command::new("chown").arg(BUILDER).arg(&golden_dir))?;
     let started = Instant::now();
-    let build = run(Command::new("runuser")
+    let mut build = Command::new("runuser");
+    build
         .args(["-u", BUILDER, "--"])
         .arg(repo.join("image-builder/build-image"))
         .args([
             "--size",
-            "medium",
+            m.size,
             "--golden",
             "--compress",
             "none",
             "--name",
-            "golden-medium",
-        ])
+            "golden",
+        ]);
+    if m.size == "small" {
+        // The lab's arm64 PostgreSQL 16 with pgvector (production: --pg-apt-source).
+        let pg = run(&mut Command::new(repo.join("image-builder/postgres-arm64")))?;
+        build
+            .arg("--postgres")
+            .arg(pg.trim().lines().last().unwrap_or_default());
+    }
+    let build = run(build
         .arg("--agent")
         .arg(&agent)
         .arg("--out")
@@ -277,13 +423,19 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
         "golden image built by {BUILDER} in {:.0} s{build}",
         started.elapsed().as_secs_f64()
     );
-    let golden = golden_dir.join("golden-medium.img");
+    let golden = golden_dir.join("golden.img");
     let checks = run(Command::new(repo.join("image-builder/check-image"))
-        .args(["--size", "medium"])
+        .args(["--size", m.size])
         .arg(&golden))?;
+    let arch = if m.size == "small" {
+        "ARM aarch64"
+    } else {
+        "x86-64"
+    };
     assert!(
-        checks.contains("GPT: 1 EFI system partition, 2 x86-64 root")
-            && checks.contains("edge-agent: ELF 64-bit LSB pie executable, x86-64"),
+        checks.contains(m.table)
+            && checks.contains("edge-agent: ELF 64-bit LSB")
+            && checks.contains(arch),
         "{checks}"
     );
     // Nothing of any edge in it: the hub writes that.
@@ -297,7 +449,15 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
     let hub_wg = unique_ifname("wgi");
     let mut hub = HubProcess::new(
         "img-hub",
-        &hub_config(&regional, dir, &p, &golden, &hub_wg, mail.addr.port()),
+        &hub_config(
+            &regional,
+            dir,
+            &p,
+            m.size,
+            &golden,
+            &hub_wg,
+            mail.addr.port(),
+        ),
     )?;
     hub.netns = Some(ns.name.clone());
     succeeded(hub.cli_with_input(
@@ -337,12 +497,12 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
         "/provision/new",
         &[
             ("tenant", TENANT),
-            ("facility_name", "Qemu Plant"),
+            ("facility_name", m.facility_name),
             ("facility_address", "1 Emulated Way, Springfield"),
             ("network_mode", "dhcp"),
             ("vpn_type", "wireguard"),
             ("vpn_endpoint", "10.0.2.2:51820"),
-            ("hardware_size", "medium"),
+            ("hardware_size", m.size),
             ("it_contact_name", "Ima Tech"),
             ("it_contact_email", IT_EMAIL),
             ("it_contact_phone", "+1 415 555 0199"),
@@ -350,11 +510,11 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
     )?;
     assert_eq!(code, 303, "the form: {headers}\n{body}");
     assert!(
-        headers.contains(&format!("/provision/{FACILITY}")),
+        headers.contains(&format!("/provision/{facility}")),
         "{headers}"
     );
     // The hub-side peer: its address reserved now, the box's key to come.
-    let (_, page, _) = visitor.visit(&format!("/provision/{FACILITY}"), &[])?;
+    let (_, page, _) = visitor.visit(&format!("/provision/{facility}"), &[])?;
     assert!(
         page.contains("10.99.0.2 reserved on the hub")
             && page.contains("waiting for the box's key"),
@@ -395,7 +555,7 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
     run(Command::new("xz").args(["-d", "-T0"]).arg(&xz))?;
     let img = dir.join("download.img");
     let checks = run(Command::new(repo.join("image-builder/check-image"))
-        .args(["--size", "medium"])
+        .args(["--size", m.size])
         .arg(&img))?;
     assert!(
         checks.contains("agog/edge.toml (with a bootstrap token)"),
@@ -414,48 +574,15 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
         .arg(&img)
         .arg(&disk)
         .arg("4G"))?;
-    let share = qemu_prefix.join("usr/share");
-    let vars = dir.join("OVMF_VARS.fd");
-    fs::copy(share.join("OVMF/OVMF_VARS.fd"), &vars)?;
-    let serial = dir.join("serial.log");
     let boot = Instant::now();
-    let child = ns
-        .command(
-            &qemu_prefix
-                .join("usr/bin/qemu-system-x86_64")
-                .to_string_lossy(),
-        )
-        .arg("-L")
-        .arg(share.join("qemu"))
-        .args(["-accel", "tcg", "-machine", "q35", "-cpu", "max"])
-        .args(["-m", "1024", "-smp", "2", "-display", "none", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={}",
-            share.join("OVMF/OVMF_CODE.fd").display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .arg("-drive")
-        .arg(format!("file={},if=virtio,format=qcow2", disk.display()))
-        // User networking without a single forwarded port.
-        .args(["-netdev", "user,id=n0"])
-        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .args(["-monitor", "none"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut qemu = Qemu { child, serial };
+    let mut qemu = start_qemu(m, &ns, &qemu_prefix, dir, &img, &disk)?;
 
     // Enrolled, and healthy as the hub's monitor sees it: its /health answered 200 at the
     // box's tunnel address. About two to three minutes here; the bound allows for a CI machine
     // running other tests beside it.
     let online = wait_until(
         "the box enrolls and the hub sees it online through the tunnel",
-        Duration::from_secs(600),
+        m.boot_deadline,
         || {
             let exited = qemu.child.try_wait();
             let hub = &hub;
@@ -463,7 +590,7 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
                 if let Ok(Some(status)) = exited {
                     anyhow::bail!("qemu exited: {status}");
                 }
-                Ok(edge_json(hub)
+                Ok(edge_json(hub, facility)
                     .await?
                     .filter(|e| e["enrolled"] == true && e["state"] == "online"))
             }
@@ -479,7 +606,8 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
     })?;
     let to_online = boot.elapsed();
     eprintln!(
-        "power-on to online at the hub: {:.0} s",
+        "{}: power-on to online at the hub: {:.0} s",
+        m.size,
         to_online.as_secs_f64()
     );
     // The address reserved at provisioning is the one the box got.
@@ -518,7 +646,7 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
             .any(|l| l.split_whitespace().nth(1).is_some_and(|t| t != "0")),
         "{handshakes}"
     );
-    let (_, page, _) = visitor.visit(&format!("/provision/{FACILITY}"), &[])?;
+    let (_, page, _) = visitor.visit(&format!("/provision/{facility}"), &[])?;
     assert!(
         page.contains("the box's key joined at enrollment"),
         "{page}"
@@ -531,7 +659,7 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
     let row = us
         .query_one(
             "SELECT agent_version, replication_conninfo FROM agog_hub.edges WHERE facility_id = $1",
-            &[&FACILITY],
+            &[&facility],
         )
         .await?;
     assert_eq!(row.get::<_, String>(0), env!("CARGO_PKG_VERSION"));
@@ -547,7 +675,7 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
         || async {
             let n = count(
                 &us,
-                &format!("SELECT 1 FROM public.edge_heartbeats WHERE facility_id = '{FACILITY}'"),
+                &format!("SELECT 1 FROM public.edge_heartbeats WHERE facility_id = '{facility}'"),
             )
             .await?;
             Ok((n >= 1).then_some(()))
@@ -591,7 +719,8 @@ async fn a_provisioned_image_boots_under_qemu_enrolls_and_syncs_through_its_wire
     .await
     .map_err(|e| e.context(format!("serial console:\n{}", qemu.tail())))?;
     eprintln!(
-        "form to the IT contact's email (image written, xz -0) {:.0} s; power-on to online {:.0} s, to replication both ways through the tunnel {:.0} s",
+        "{}: form to the IT contact's email (image written, xz -0) {:.0} s; power-on to online {:.0} s, to replication both ways through the tunnel {:.0} s",
+        m.size,
         provisioned.as_secs_f64(),
         to_online.as_secs_f64(),
         boot.elapsed().as_secs_f64()
