@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Image build figures (BENCHMARKS.md, "Images"): a medium (x86_64 UEFI) image built twice from
 # the same inputs with the base cached (time of each step, sizes, byte-identical or not), the
-# .img.xz at the default level, and the power-on-to-enrolled time of tests/tests/image.rs.
+# .img.xz at the default level, and the field-journey figures of tests/tests/image.rs (NUC and
+# Raspberry Pi: form to email, power-on to online, to replication through the tunnel).
 #   benchmarks/image.sh [--no-boot]
-# Needs root, scripts/setup.sh and packaging/build-static --target x86_64 --only edge-agent.
+# Needs scripts/setup.sh, scripts/setup-image.sh and packaging/build-static.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d /tmp/agog-image-bench.XXXXXX)
@@ -25,8 +26,8 @@ img="$out/a/agog-edge-medium-facility-bench-001.img"
 echo "== sizes"
 echo "   .img apparent $(du -h --apparent-size "$img" | cut -f1), allocated $(du -h "$img" | cut -f1), .img.xz $(du -h --apparent-size "$img.xz" | cut -f1)"
 if [ "${1:-}" != --no-boot ]; then
-  echo "== boot under qemu-system-x86_64 -accel tcg (tests/tests/image.rs)"
+  echo "== the field journey under qemu -accel tcg (tests/tests/image.rs)"
   AGOG_PG_BIN="$(bash scripts/setup.sh 2>/dev/null | tail -n 1)" \
     nice -n 5 cargo nextest run -p agog-tests --test image --no-capture 2>&1 \
-    | grep -E 'image built in|power-on|PASS|FAIL'
+    | grep -E 'image built|power-on|PASS|FAIL'
 fi

@@ -615,6 +615,19 @@ async fn field_journey(m: &Machine) -> anyhow::Result<()> {
 
     // The first boot grew the root file system to the 4 GiB disk.
     let console = qemu.serial();
+    // The guest ran the image's own kernel, of the size's architecture.
+    let kernel_flavour = if m.size == "small" {
+        "-arm64 "
+    } else {
+        "-amd64 "
+    };
+    assert!(
+        console
+            .lines()
+            .any(|l| l.contains("Linux version 6.") && l.contains(kernel_flavour)),
+        "no {kernel_flavour}kernel on the console:\n{}",
+        qemu.tail()
+    );
     let grown = console
         .lines()
         .find_map(|l| {
