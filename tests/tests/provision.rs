@@ -15,7 +15,7 @@ use agog_tests::browser::Browser;
 use agog_tests::edge_box::{EdgeBox, EnrollingBoxConfig};
 use agog_tests::hub_process::{succeeded, HubProcess};
 use agog_tests::pki::pki;
-use agog_tests::receivers::smtp;
+use agog_tests::receivers::{slack, smtp};
 use agog_tests::{bin_path, cluster, wait_until, Cluster};
 use axum::http::{HeaderMap, StatusCode};
 use fantoccini::Locator;
@@ -158,6 +158,7 @@ async fn a_form_becomes_an_image_an_email_and_an_edge_that_enrolls_by_itself() -
     let regional = Cluster::start("prov-us")?;
     let p = pki(&dir)?;
     let mail = smtp::start().await;
+    let chat = slack::start().await;
     let (orders_url, orders) = procurement().await?;
     let gpt = golden_image(&dir, "gpt")?;
     let mbr = golden_image(&dir, "mbr")?;
@@ -207,6 +208,11 @@ tls = "none"
 from = "AGOG <alerts@agog.test>"
 to = ["ops@agog.test"]
 retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_total_ms = 5000, request_timeout_ms = 3000 }}
+
+[[alerts.channels]]
+name = "ops-slack"
+kind = "slack"
+webhook_url = "{slack_url}"
 "#,
             db = regional.conninfo(),
             cert = p.hub_cert.display(),
@@ -216,6 +222,7 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
             mbr = mbr.display(),
             gpt = gpt.display(),
             smtp = mail.addr.port(),
+            slack_url = chat.webhook_url(),
         ),
     )?;
     succeeded(hub.cli_with_input(
@@ -494,6 +501,20 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
     })
     .await?;
     assert!(alert.subject.contains(second), "{}", alert.subject);
+    // ... and on the other channels (Slack here), with the IT contact to call.
+    let chat_alert = wait_until("the not-enrolled alert on Slack", T, || async {
+        Ok(chat.accepted().into_iter().find(|m| {
+            m["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("NOT ENROLLED") && t.contains(second))
+        }))
+    })
+    .await?;
+    let body = chat_alert.to_string();
+    assert!(
+        body.contains("Ana Lopez") && body.contains("+14155550100"),
+        "{body}"
+    );
     b.wait_text("#edge-state", &["not enrolled in time"], T)
         .await?;
     // Only the box that never enrolled is alerted, and only once.
@@ -505,6 +526,17 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
         .map(|m| m.subject)
         .collect();
     assert!(alerts.iter().all(|s| s.contains(second)), "{alerts:?}");
+    let on_chat: Vec<String> = chat
+        .accepted()
+        .into_iter()
+        .filter_map(|m| m["text"].as_str().map(String::from))
+        .filter(|t| t.contains("NOT ENROLLED"))
+        .collect();
+    assert_eq!(
+        on_chat.len(),
+        1,
+        "once, for the box that never came: {on_chat:?}"
+    );
     assert_eq!(
         alerts.len(),
         2,

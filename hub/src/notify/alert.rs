@@ -35,6 +35,10 @@ pub enum AlertEvent {
     LagCleared {
         lasted: Duration,
     },
+    /// A provisioned box has not enrolled since its image was ready.
+    NotEnrolled {
+        image_ready_at: DateTime<Utc>,
+    },
 }
 
 /// PagerDuty's four severities; the other channels map them to colours and words.
@@ -107,6 +111,13 @@ impl Incident {
     pub fn lag(facility: Facility, since: DateTime<Utc>) -> Result<Self, AlertError> {
         let mut inc = Incident::new(facility, since)?;
         inc.kind = "lag";
+        Ok(inc)
+    }
+
+    /// A provisioned box that has not enrolled since its image was ready (`since`).
+    pub fn not_enrolled(facility: Facility, since: DateTime<Utc>) -> Result<Self, AlertError> {
+        let mut inc = Incident::new(facility, since)?;
+        inc.kind = "not_enrolled";
         Ok(inc)
     }
 
@@ -215,6 +226,30 @@ impl Incident {
         )
     }
 
+    /// `contact`: who set the box up (the provisioning form's IT contact).
+    pub fn never_enrolled(&self, at: DateTime<Utc>, contact: &str) -> Alert {
+        let f = &self.facility;
+        self.alert(
+            AlertEvent::NotEnrolled {
+                image_ready_at: self.since,
+            },
+            Severity::Warning,
+            at,
+            format!(
+                "{} ({}) has not connected yet: its image was ready {} ({} ago)",
+                f.name,
+                f.id,
+                rfc3339(self.since),
+                human_duration(outage(self.since, at))
+            ),
+            vec![
+                format!("Call the facility's IT contact, {contact}: was the image flashed and the box plugged in?"),
+                "Open the request's setup page: it shows whether the box ever connected".to_string(),
+                "If the one-time key expired, provision the facility again".to_string(),
+            ],
+        )
+    }
+
     fn alert(
         &self,
         event: AlertEvent,
@@ -258,6 +293,7 @@ impl Alert {
             AlertEvent::Recovered { .. } => "RECOVERED",
             AlertEvent::Lagging { .. } => "LAGGING",
             AlertEvent::LagCleared { .. } => "CAUGHT UP",
+            AlertEvent::NotEnrolled { .. } => "NOT ENROLLED",
         }
     }
 
@@ -309,6 +345,9 @@ impl Alert {
             AlertEvent::Lagging { detail } => facts.push(("Lag", detail.clone())),
             AlertEvent::LagCleared { lasted } => {
                 facts.push(("Behind for", human_duration(*lasted)))
+            }
+            AlertEvent::NotEnrolled { image_ready_at } => {
+                facts.push(("Image ready", rfc3339(*image_ready_at)))
             }
         }
         facts.push(("Incident", self.incident_key.clone()));

@@ -90,7 +90,11 @@ impl PagerDuty {
                 "timestamp": alert.at.to_rfc3339_opts(SecondsFormat::Millis, true),
                 "component": "edge-box",
                 "group": f.region,
-                "class": if matches!(alert.event, AlertEvent::Lagging { .. }) { "replication_lag" } else { "facility_offline" },
+                "class": match alert.event {
+                    AlertEvent::Lagging { .. } => "replication_lag",
+                    AlertEvent::NotEnrolled { .. } => "edge_not_enrolled",
+                    _ => "facility_offline",
+                },
                 "custom_details": details,
             },
         })

@@ -39,8 +39,8 @@ pub struct ProvisionConfig {
     /// Retries of the hardware order and the email before they are marked failed. Default 8.
     #[serde(default = "default_attempts")]
     pub max_attempts: i32,
-    /// xz level of each edge's `.img.xz` (0-9). Default 3: a fifth of the image's size in
-    /// about a minute of two cores; higher levels save little on a mostly empty disk.
+    /// xz level of each edge's `.img.xz` (0-9). Default 3: the 1.9 GB medium image becomes
+    /// 177 MiB in about 2 minutes of two cores (level 6: 166 MiB in 7 minutes).
     #[serde(default = "default_xz_level")]
     pub xz_level: u8,
     /// How often the job loop looks for work. Default 2 s.

@@ -15,6 +15,7 @@ use super::config::ProvisionConfig;
 use super::request::{self, Provisioned};
 use super::{image, instructions};
 use crate::config::HubConfig;
+use crate::notify::{Channel, Delivery, Facility, Incident};
 
 /// How long a replica holds a request while working on it (an image build fits in it).
 const LEASE_SECS: f64 = 900.0;
@@ -210,8 +211,9 @@ async fn email(
     Ok((!ok && attempts < cfg.max_attempts).then(|| backoff(attempts)))
 }
 
-/// The box has not enrolled N days after its image was ready: tell the operators' email
-/// recipients and the IT contact.
+/// The box has not enrolled N days after its image was ready: an email with what to do to the
+/// operators' email recipients and the IT contact, and an alert on every other channel
+/// (PagerDuty, Slack, Teams, Twilio) to their own targets.
 async fn not_enrolled(
     hub: &HubConfig,
     cfg: &ProvisionConfig,
@@ -223,13 +225,51 @@ async fn not_enrolled(
     let ops = crate::fallback::notice::send(hub, &[], &subject, &text).await;
     let it = crate::fallback::notice::send(hub, std::slice::from_ref(&p.it_email), &subject, &text)
         .await;
-    tracing::warn!(facility = %p.facility_id, ?ops, ?it, "provisioned edge has not enrolled");
+    let others = alert_channels(hub, p).await;
+    tracing::warn!(facility = %p.facility_id, ?ops, ?it, ?others, "provisioned edge has not enrolled");
     db.execute(
         "UPDATE agog_hub.provisioning_requests SET not_enrolled_alert_at = now() WHERE facility_id = $1",
         &[&p.facility_id],
     )
     .await?;
     Ok(())
+}
+
+/// The NOT ENROLLED alert on every channel but email (which carried the fuller notice above).
+/// Sent once, with each channel's own retries: the box has no facility row yet, so it does not
+/// go through the incident outbox.
+async fn alert_channels(hub: &HubConfig, p: &Provisioned) -> Vec<(String, Delivery)> {
+    let Some(ready) = p.image_ready_at else {
+        return Vec::new();
+    };
+    let facility = Facility {
+        id: p.facility_id.clone(),
+        name: p.facility_name.clone(),
+        region: hub.region.to_string(),
+    };
+    let alert = match Incident::not_enrolled(facility, ready) {
+        Ok(i) => i.never_enrolled(
+            chrono::Utc::now(),
+            &format!("{} ({}, {})", p.it_name, p.it_phone, p.it_email),
+        ),
+        Err(e) => {
+            tracing::warn!(facility = %p.facility_id, error = %e, "no not-enrolled alert");
+            return Vec::new();
+        }
+    };
+    let mut sent = Vec::new();
+    for c in hub.alerts.channels.iter() {
+        let channel = match Channel::new(c.channel.clone()) {
+            Ok(ch) if ch.kind() != "email" => ch,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(channel = %c.name, error = %e, "alert channel unusable");
+                continue;
+            }
+        };
+        sent.push((c.name.clone(), channel.send(&alert).await));
+    }
+    sent
 }
 
 /// One request: every step that is due, in order.
