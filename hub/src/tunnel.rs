@@ -42,6 +42,17 @@ pub enum HubTunnelKind {
     Ipsec,
 }
 
+impl HubTunnelKind {
+    /// As the config, the form and the agent's `[tunnel] kind` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HubTunnelKind::Wireguard => "wireguard",
+            HubTunnelKind::Openvpn => "openvpn",
+            HubTunnelKind::Ipsec => "ipsec",
+        }
+    }
+}
+
 fn default_kind() -> HubTunnelKind {
     HubTunnelKind::Wireguard
 }

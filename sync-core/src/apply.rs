@@ -3,6 +3,7 @@
 //! anywhere is completed by the next one.
 
 use std::fmt;
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
@@ -59,8 +60,54 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// How long a `CREATE SUBSCRIPTION` may run. Creating its slot on the publisher waits for every
+/// transaction open there; when two nodes subscribe to each other at once (an edge to its
+/// region's master data while the hub subscribes the region to the edge), each one's
+/// CREATE SUBSCRIPTION is such an open transaction for the other, and both would wait for ever.
+/// Bounded, one gives up (rolled back: its XID goes, its half-made slot is dropped by the
+/// publisher), the other completes, and the next reconcile makes the first. Jittered, so the
+/// two sides do not give up together every time.
+pub fn subscribe_timeout() -> Duration {
+    use rand::Rng;
+    Duration::from_secs(rand::thread_rng().gen_range(20..=40))
+}
+
+fn creates_subscription(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..19)
+        .is_some_and(|s| s.eq_ignore_ascii_case("CREATE SUBSCRIPTION"))
+}
+
+/// Run `sql` (one statement, not in a transaction block) with a statement timeout.
+async fn bounded(client: &Client, sql: &str, limit: Duration) -> Result<(), String> {
+    let set = format!("SET statement_timeout = {}", limit.as_millis().max(1));
+    client.batch_execute(&set).await.map_err(|e| describe(&e))?;
+    let r = client.batch_execute(sql).await;
+    let _ = client.batch_execute("RESET statement_timeout").await;
+    r.map_err(|e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+            format!(
+                "{}: gave up after {} s waiting for the publisher to make the replication slot (it waits for the publisher's open transactions; two nodes subscribing to each other at once wait on each other); the next reconcile tries again",
+                describe(&e),
+                limit.as_secs()
+            )
+        } else {
+            describe(&e)
+        }
+    })
+}
+
 /// Apply `steps` in order on the node behind `client`. Returns how many ran.
 pub async fn apply_steps(client: &mut Client, steps: &[Step]) -> Result<usize, ApplyError> {
+    apply_steps_with(client, steps, subscribe_timeout()).await
+}
+
+/// [`apply_steps`] with `subscribe_limit` for each CREATE SUBSCRIPTION.
+pub async fn apply_steps_with(
+    client: &mut Client,
+    steps: &[Step],
+    subscribe_limit: Duration,
+) -> Result<usize, ApplyError> {
     for (i, step) in steps.iter().enumerate() {
         let fail = |statement: String, error: String| ApplyError {
             step: i,
@@ -84,6 +131,11 @@ pub async fn apply_steps(client: &mut Client, steps: &[Step]) -> Result<usize, A
                     .await
                     .map_err(|e| fail(format!("migration {version:04}"), describe(&e)))?;
             }
+            Action::Sql(sql) if creates_subscription(sql) => {
+                bounded(client, sql, subscribe_limit)
+                    .await
+                    .map_err(|e| fail(sql.clone(), e))?;
+            }
             Action::Sql(sql) => {
                 client
                     .batch_execute(sql)
@@ -98,10 +150,16 @@ pub async fn apply_steps(client: &mut Client, steps: &[Step]) -> Result<usize, A
                 let peer_client = connect(conninfo)
                     .await
                     .map_err(|e| fail(format!("connect to {peer}"), describe(&e)))?;
-                peer_client
-                    .batch_execute(sql)
-                    .await
-                    .map_err(|e| fail(sql.clone(), describe(&e)))?;
+                if creates_subscription(sql) {
+                    bounded(&peer_client, sql, subscribe_limit)
+                        .await
+                        .map_err(|e| fail(sql.clone(), e))?;
+                } else {
+                    peer_client
+                        .batch_execute(sql)
+                        .await
+                        .map_err(|e| fail(sql.clone(), describe(&e)))?;
+                }
             }
         }
     }

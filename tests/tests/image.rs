@@ -493,21 +493,28 @@ async fn field_journey(m: &Machine) -> anyhow::Result<()> {
         &[("name", "root"), ("password", "a long root password")],
     )?;
     assert_eq!(code, 303, "sign-in: {headers}");
-    let (code, body, headers) = visitor.visit(
-        "/provision/new",
-        &[
+    let form = |vpn: &'static str| {
+        [
             ("tenant", TENANT),
             ("facility_name", m.facility_name),
             ("facility_address", "1 Emulated Way, Springfield"),
             ("network_mode", "dhcp"),
-            ("vpn_type", "wireguard"),
+            ("vpn_type", vpn),
             ("vpn_endpoint", "10.0.2.2:51820"),
             ("hardware_size", m.size),
             ("it_contact_name", "Ima Tech"),
             ("it_contact_email", IT_EMAIL),
             ("it_contact_phone", "+1 415 555 0199"),
-        ],
-    )?;
+        ]
+    };
+    // A VPN type this region's hub does not run: refused next to the field, nothing made.
+    let (code, body, _) = visitor.visit("/provision/new", &form("ipsec"))?;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("runs WireGuard tunnels"), "{body}");
+    let us = regional.client().await?;
+    let made = count(&us, "SELECT 1 FROM agog_hub.provisioning_requests").await?;
+    assert_eq!(made, 0, "a refused form makes nothing");
+    let (code, body, headers) = visitor.visit("/provision/new", &form("wireguard"))?;
     assert_eq!(code, 303, "the form: {headers}\n{body}");
     assert!(
         headers.contains(&format!("/provision/{facility}")),
@@ -668,7 +675,6 @@ async fn field_journey(m: &Machine) -> anyhow::Result<()> {
     assert!(setup_page.contains("ONLINE"), "{setup_page}");
 
     // What the hub recorded, and replication both ways through the tunnel.
-    let us = regional.client().await?;
     let row = us
         .query_one(
             "SELECT agent_version, replication_conninfo FROM agog_hub.edges WHERE facility_id = $1",

@@ -181,6 +181,65 @@ async fn an_orphan_slot_from_an_interrupted_create_is_replaced() -> anyhow::Resu
     Ok(())
 }
 
+/// CREATE SUBSCRIPTION waits for every transaction open on the publisher while it makes its slot
+/// there. When an edge and its hub subscribe to each other at the same moment, each one's
+/// CREATE SUBSCRIPTION is such a transaction for the other, and without a bound both waited
+/// for ever (the lab's edge once hung 240 s in it). Here a transaction held open on the
+/// publisher stands for the other side: the bounded CREATE SUBSCRIPTION gives up with a clear
+/// error, leaves no subscription, and once the publisher's transaction ends the reconciler makes
+/// the subscription and data flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_subscription_stuck_on_the_publisher_gives_up_and_the_next_run_makes_it(
+) -> anyhow::Result<()> {
+    let us = Cluster::start("stuck-us")?;
+    let la = Cluster::start("stuck-la")?;
+    let topo = Topology::from_toml(&spec_toml(
+        &[
+            Node::regional("us-east", "us-east", &us),
+            Node::edge("la", "us-east", LA, A, &la),
+        ],
+        &[("la", "us-east", "operational")],
+    ))?;
+    reconcile_node(&topo, &n("la")).await?;
+    // The other side's open transaction, with its XID.
+    let blocker = la.client().await?;
+    exec(&blocker, "BEGIN; SELECT txid_current();").await?;
+
+    let plan = plan_node(&topo, &n("us-east")).await?;
+    assert!(plan.to_string().contains("CREATE SUBSCRIPTION"), "{plan}");
+    let mut us_c = us.client().await?;
+    let started = std::time::Instant::now();
+    let err = sync_core::apply::apply_steps_with(&mut us_c, &plan.steps, Duration::from_secs(3))
+        .await
+        .expect_err("the slot cannot be made while the publisher's transaction is open");
+    let waited = started.elapsed();
+    assert!(
+        err.to_string()
+            .contains("gave up after 3 s waiting for the publisher"),
+        "{err}"
+    );
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    assert_eq!(count(&us_c, "SELECT 1 FROM pg_subscription").await?, 0);
+    // The statement timeout was for that statement only.
+    let timeout: String = us_c.query_one("SHOW statement_timeout", &[]).await?.get(0);
+    assert_eq!(timeout, "0");
+
+    // The other side finishes: the reconciler (retried as the agent and the hub do) makes it.
+    exec(&blocker, "COMMIT").await?;
+    agog_tests::wait_until("the subscription made", T, || async {
+        Ok(reconcile_node(&topo, &n("us-east")).await.ok().map(|_| ()))
+    })
+    .await?;
+    assert_settled(&topo).await?;
+    wait_subscriptions_ready(&us_c, T).await?;
+    // One slot on the publisher, the subscription's.
+    let la_c = la.client().await?;
+    wait_count(&la_c, "SELECT 1 FROM pg_replication_slots", 1, T).await?;
+    exec(&la_c, &format!("INSERT INTO orders (facility_id, tenant_id, order_number) VALUES ('{LA}', '{A}', 'after-stuck')")).await?;
+    wait_count(&us_c, "SELECT 1 FROM orders", 1, T).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_ids_and_bad_specs_execute_nothing() -> anyhow::Result<()> {
     let la = Cluster::start("bad-la")?;

@@ -64,6 +64,7 @@ pub fn render(cfg: &ProvisionConfig, r: &Request, v: &Rendered) -> Result<Files,
                 vpn_type => r.vpn_type,
                 vpn_endpoint => r.vpn_endpoint,
                 tunnel_address => v.tunnel_address.map(|a| a.to_string()),
+                hub_tunnel => v.hub_tunnel,
             })
         })
         .map_err(|e| format!("edge.toml template: {e:#}"))?;

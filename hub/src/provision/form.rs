@@ -124,6 +124,29 @@ fn phone(v: &str) -> Option<String> {
     .then_some(digits)
 }
 
+/// The region's hub serves one tunnel kind (`[tunnel] kind`): a box asking for another would
+/// come up without the tunnel it was promised. `None` when `vpn_type` is fine.
+pub fn unserved_vpn(vpn_type: &str, served: Option<&str>) -> Option<String> {
+    let name = |k: &str| {
+        match k {
+            "wireguard" => "WireGuard",
+            "ipsec" => "IPsec",
+            "openvpn" => "OpenVPN",
+            other => other,
+        }
+        .to_string()
+    };
+    let served = served?;
+    (vpn_type != served && matches!(vpn_type, "wireguard" | "ipsec" | "openvpn")).then(|| {
+        format!(
+            "This region's hub runs {} tunnels to its edges: choose {}, or ask AGOG for a region that runs {}.",
+            name(served),
+            name(served),
+            name(vpn_type)
+        )
+    })
+}
+
 impl ProvisionForm {
     /// Check every field; `tenant_scope` is the operator's tenant (then the form's is ignored).
     pub fn check(&self, tenant_scope: Option<&str>) -> Result<Request, FieldErrors> {
@@ -400,6 +423,17 @@ mod tests {
             ..good()
         };
         assert!(wrong_net.check(None).unwrap_err()["gateway"].contains("not in the box's network"));
+    }
+
+    #[test]
+    fn a_vpn_type_the_region_does_not_serve_is_refused() {
+        assert_eq!(unserved_vpn("wireguard", Some("wireguard")), None);
+        assert_eq!(unserved_vpn("ipsec", None), None);
+        let e = unserved_vpn("ipsec", Some("wireguard")).unwrap();
+        assert!(
+            e.contains("runs WireGuard tunnels") && e.contains("runs IPsec"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -91,10 +91,18 @@ pub(crate) async fn submit(
             "Submit the form from the dashboard's own page.",
         ));
     }
-    let checked = match form.check(op.scope()) {
-        Ok(r) => r,
-        Err(errors) => {
-            return form_page(&st, &op, &form, &errors, StatusCode::UNPROCESSABLE_ENTITY)
+    let served = st.cfg.tunnel.as_ref().map(|t| t.kind.as_str());
+    let checked = match (
+        form.check(op.scope()),
+        crate::provision::form::unserved_vpn(&form.vpn_type, served),
+    ) {
+        (Ok(r), None) => r,
+        (result, vpn) => {
+            let mut errors = result.err().unwrap_or_default();
+            if let Some(msg) = vpn {
+                errors.insert("vpn_type", msg);
+            }
+            return form_page(&st, &op, &form, &errors, StatusCode::UNPROCESSABLE_ENTITY);
         }
     };
     // Its own connection: the request is one transaction.
