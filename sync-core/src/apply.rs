@@ -97,6 +97,19 @@ async fn bounded(client: &Client, sql: &str, limit: Duration) -> Result<(), Stri
     })
 }
 
+/// One statement of a step; a CREATE SUBSCRIPTION bounded by `subscribe_limit`.
+async fn run_statement(
+    client: &Client,
+    sql: &str,
+    subscribe_limit: Duration,
+) -> Result<(), String> {
+    if creates_subscription(sql) {
+        bounded(client, sql, subscribe_limit).await
+    } else {
+        client.batch_execute(sql).await.map_err(|e| describe(&e))
+    }
+}
+
 /// Apply `steps` in order on the node behind `client`. Returns how many ran.
 pub async fn apply_steps(client: &mut Client, steps: &[Step]) -> Result<usize, ApplyError> {
     apply_steps_with(client, steps, subscribe_timeout()).await
@@ -131,16 +144,10 @@ pub async fn apply_steps_with(
                     .await
                     .map_err(|e| fail(format!("migration {version:04}"), describe(&e)))?;
             }
-            Action::Sql(sql) if creates_subscription(sql) => {
-                bounded(client, sql, subscribe_limit)
+            Action::Sql(sql) => {
+                run_statement(client, sql, subscribe_limit)
                     .await
                     .map_err(|e| fail(sql.clone(), e))?;
-            }
-            Action::Sql(sql) => {
-                client
-                    .batch_execute(sql)
-                    .await
-                    .map_err(|e| fail(sql.clone(), describe(&e)))?;
             }
             Action::PeerSql {
                 peer,
@@ -150,16 +157,9 @@ pub async fn apply_steps_with(
                 let peer_client = connect(conninfo)
                     .await
                     .map_err(|e| fail(format!("connect to {peer}"), describe(&e)))?;
-                if creates_subscription(sql) {
-                    bounded(&peer_client, sql, subscribe_limit)
-                        .await
-                        .map_err(|e| fail(sql.clone(), e))?;
-                } else {
-                    peer_client
-                        .batch_execute(sql)
-                        .await
-                        .map_err(|e| fail(sql.clone(), describe(&e)))?;
-                }
+                run_statement(&peer_client, sql, subscribe_limit)
+                    .await
+                    .map_err(|e| fail(sql.clone(), e))?;
             }
         }
     }
