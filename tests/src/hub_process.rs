@@ -105,6 +105,23 @@ impl HubProcess {
         let _ = process::stop(&mut self.child, Duration::from_secs(10));
     }
 
+    /// The hub's row for `facility` from `hub edges --json`; None when it has none.
+    pub fn edge(&self, facility: &str) -> Result<Option<serde_json::Value>> {
+        let (code, out, err) = self.cli(&["edges", "--json"])?;
+        anyhow::ensure!(code == 0, "hub edges: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v.as_array()
+            .and_then(|a| a.iter().find(|e| e["facility_id"] == facility).cloned()))
+    }
+
+    /// The hub's state of `facility` (online, offline...); empty when it has no row.
+    pub fn edge_state(&self, facility: &str) -> Result<String> {
+        Ok(self
+            .edge(facility)?
+            .and_then(|e| e["state"].as_str().map(String::from))
+            .unwrap_or_default())
+    }
+
     /// Run a CLI command against this replica's config: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> Result<(i32, String, String)> {
         Ok(outcome(process::cli("hub", &self.config_path(), args)?))

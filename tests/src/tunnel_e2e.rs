@@ -1,9 +1,8 @@
 //! What the tunnel end-to-end tests (tunnel_wireguard, tunnel_openvpn, tunnel_ipsec) share: the
-//! underlay firewall, reachability probes, and reading the agent's, the hub's and the alert
+//! underlay firewall, reachability probes, and reading the agent's and the alert
 //! receiver's view of an edge.
 
 use crate::edge_box::EdgeBox;
-use crate::hub_process::HubProcess;
 use crate::netns::Netns;
 use crate::receivers::Recorder;
 
@@ -47,19 +46,6 @@ pub fn tcp_opens(ns: &Netns, addr: &str, port: u16) -> bool {
 pub async fn edge_report(edge: &EdgeBox) -> anyhow::Result<serde_json::Value> {
     let (_, out) = edge.cli(&["status", "--json"])?;
     Ok(serde_json::from_str(&out)?)
-}
-
-/// The hub's state of `facility` (`hub edges --json`): online, offline...
-pub async fn edge_state(hub: &HubProcess, facility: &str) -> anyhow::Result<String> {
-    let (code, out, err) = hub.cli(&["edges", "--json"])?;
-    anyhow::ensure!(code == 0, "hub edges: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["facility_id"] == facility)
-        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default())
 }
 
 /// Slack messages saying `facility` is in `state` (OFFLINE, RECOVERED...).

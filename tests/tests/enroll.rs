@@ -144,17 +144,6 @@ async fn footprint(
     ))
 }
 
-async fn edge_json(hub: &HubProcess, facility: &str) -> anyhow::Result<Option<serde_json::Value>> {
-    let (code, out, err) = hub.cli(&["edges", "--json"])?;
-    anyhow::ensure!(code == 0, "hub edges: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["facility_id"] == facility)
-        .cloned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_enrolls_syncs_both_ways_restarts_without_reenrolling_and_is_decommissioned(
 ) -> anyhow::Result<()> {
@@ -281,8 +270,8 @@ async fn an_edge_enrolls_syncs_both_ways_restarts_without_reenrolling_and_is_dec
 
     // The monitor watches it.
     wait_until("hub edges shows la online", T, || async {
-        Ok(edge_json(&hub, LA)
-            .await?
+        Ok(hub
+            .edge(LA)?
             .filter(|e| e["state"] == "online" && e["enrolled"] == true)
             .map(|_| ()))
     })
@@ -333,7 +322,7 @@ async fn an_edge_enrolls_syncs_both_ways_restarts_without_reenrolling_and_is_dec
     let (code, out, err) = hub.cli(&["edges", "decommission", LA])?;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("decommissioned facility-la-001"), "{out}");
-    assert!(edge_json(&hub, LA).await?.is_none());
+    assert!(hub.edge(LA)?.is_none());
     assert_eq!(
         count(
             &usm_c,

@@ -41,21 +41,9 @@ base_url = "{pd_url}"
     )
 }
 
-async fn edge_state(hub: &HubProcess, facility: &str) -> anyhow::Result<String> {
-    let (code, out, err) = hub.cli(&["edges", "--json"])?;
-    anyhow::ensure!(code == 0, "hub edges failed: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["facility_id"] == facility)
-        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default())
-}
-
 async fn wait_state(hub: &HubProcess, facility: &str, want: &str) -> anyhow::Result<()> {
     wait_until(&format!("{facility} {want}"), T, || async {
-        Ok((edge_state(hub, facility).await? == want).then_some(()))
+        Ok((hub.edge_state(facility)? == want).then_some(()))
     })
     .await
 }

@@ -350,14 +350,6 @@ retry = {{ max_attempts = 3, initial_backoff_ms = 50, max_backoff_ms = 200, max_
     )
 }
 
-async fn edge_json(hub: &HubProcess, facility: &str) -> anyhow::Result<Option<serde_json::Value>> {
-    let (code, out, err) = hub.cli(&["edges", "--json"])?;
-    anyhow::ensure!(code == 0, "hub edges: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v.as_array()
-        .and_then(|a| a.iter().find(|e| e["facility_id"] == facility).cloned()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provisioned_nuc_image_boots_under_qemu_enrolls_and_syncs_through_its_wireguard_tunnel(
 ) -> anyhow::Result<()> {
@@ -597,8 +589,8 @@ async fn field_journey(m: &Machine) -> anyhow::Result<()> {
                 if let Ok(Some(status)) = exited {
                     anyhow::bail!("qemu exited: {status}");
                 }
-                Ok(edge_json(hub, facility)
-                    .await?
+                Ok(hub
+                    .edge(facility)?
                     .filter(|e| e["enrolled"] == true && e["state"] == "online"))
             }
         },

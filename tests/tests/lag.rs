@@ -119,12 +119,8 @@ webhook_url = "{slack_url}"
 }
 
 async fn edge_json(hub: &HubProcess) -> anyhow::Result<serde_json::Value> {
-    let (code, out, err) = hub.cli(&["edges", "--json"])?;
-    anyhow::ensure!(code == 0, "hub edges: {err}");
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v.as_array()
-        .and_then(|a| a.iter().find(|e| e["facility_id"] == LA).cloned())
-        .ok_or_else(|| anyhow::anyhow!("{LA} not in hub edges: {out}"))
+    hub.edge(LA)?
+        .ok_or_else(|| anyhow::anyhow!("{LA} not in hub edges"))
 }
 
 /// Slack messages whose fallback text starts with `state` (LAGGING, CAUGHT UP).

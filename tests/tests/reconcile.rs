@@ -16,6 +16,17 @@ fn n(s: &str) -> NodeName {
     NodeName::parse(s).unwrap()
 }
 
+/// One edge publishing its operational tables to its regional.
+fn la_to_us_east(us: &Cluster, la: &Cluster) -> anyhow::Result<Topology> {
+    Ok(Topology::from_toml(&spec_toml(
+        &[
+            Node::regional("us-east", "us-east", us),
+            Node::edge("la", "us-east", LA, A, la),
+        ],
+        &[("la", "us-east", "operational")],
+    ))?)
+}
+
 async fn assert_settled(topo: &Topology) -> anyhow::Result<()> {
     for node in topo.nodes.keys() {
         let plan = plan_node(topo, node).await?;
@@ -150,13 +161,7 @@ async fn apply_twice_changes_nothing_and_a_cut_off_run_converges() -> anyhow::Re
 async fn an_orphan_slot_from_an_interrupted_create_is_replaced() -> anyhow::Result<()> {
     let us = Cluster::start("orph-us")?;
     let la = Cluster::start("orph-la")?;
-    let topo = Topology::from_toml(&spec_toml(
-        &[
-            Node::regional("us-east", "us-east", &us),
-            Node::edge("la", "us-east", LA, A, &la),
-        ],
-        &[("la", "us-east", "operational")],
-    ))?;
+    let topo = la_to_us_east(&us, &la)?;
     reconcile_node(&topo, &n("la")).await?;
     // CREATE SUBSCRIPTION made the slot on the publisher, then the subscriber died before commit.
     let la_c = la.client().await?;
@@ -193,13 +198,7 @@ async fn a_create_subscription_stuck_on_the_publisher_gives_up_and_the_next_run_
 ) -> anyhow::Result<()> {
     let us = Cluster::start("stuck-us")?;
     let la = Cluster::start("stuck-la")?;
-    let topo = Topology::from_toml(&spec_toml(
-        &[
-            Node::regional("us-east", "us-east", &us),
-            Node::edge("la", "us-east", LA, A, &la),
-        ],
-        &[("la", "us-east", "operational")],
-    ))?;
+    let topo = la_to_us_east(&us, &la)?;
     reconcile_node(&topo, &n("la")).await?;
     // The other side's open transaction, with its XID.
     let blocker = la.client().await?;
@@ -292,13 +291,7 @@ async fn bad_ids_and_bad_specs_execute_nothing() -> anyhow::Result<()> {
 async fn a_subscriber_behind_its_publishers_schema_refuses_to_subscribe() -> anyhow::Result<()> {
     let us = Cluster::start("ver-us")?;
     let la = Cluster::start("ver-la")?;
-    let topo = Topology::from_toml(&spec_toml(
-        &[
-            Node::regional("us-east", "us-east", &us),
-            Node::edge("la", "us-east", LA, A, &la),
-        ],
-        &[("la", "us-east", "operational")],
-    ))?;
+    let topo = la_to_us_east(&us, &la)?;
     reconcile_node(&topo, &n("la")).await?;
     // The edge was upgraded to a schema this build of the regional does not know yet.
     let la_c = la.client().await?;

@@ -16,7 +16,7 @@ use agog_tests::hub_process::HubProcess;
 use agog_tests::netns::{unique_ifname, veth, Netns};
 use agog_tests::pki::{openvpn_pki, pki_for};
 use agog_tests::receivers::{slack, Recorder};
-use agog_tests::tunnel_e2e::{edge_report, edge_state, firewall, slack_count, tcp_opens};
+use agog_tests::tunnel_e2e::{edge_report, firewall, slack_count, tcp_opens};
 use agog_tests::{cluster, wait_until, Cluster};
 
 const LA: &str = "facility-la-001";
@@ -248,7 +248,7 @@ webhook_url = "http://127.0.0.1:{slack_port}{path}"
     let first_row = first.elapsed();
     let to_first_row = edge_started.elapsed();
     wait_until("la online at the hub", T, || async {
-        Ok((edge_state(&hub, LA).await? == "online").then_some(()))
+        Ok((hub.edge_state(LA)? == "online").then_some(()))
     })
     .await?;
 
@@ -262,7 +262,7 @@ webhook_url = "http://127.0.0.1:{slack_port}{path}"
     .await
     .map_err(|e| e.context(format!("hub log:\n{}", hub.log())))?;
     let to_alert = cut.elapsed();
-    assert_eq!(edge_state(&hub, LA).await?, "offline");
+    assert_eq!(hub.edge_state(LA)?, "offline");
     for i in 2..=51 {
         exec(&edge_c, &format!("INSERT INTO orders (facility_id, tenant_id, order_number) VALUES ('{LA}', '{A}', 'LA-{i}')")).await?;
     }

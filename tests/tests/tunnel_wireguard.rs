@@ -20,9 +20,7 @@ use agog_tests::hub_process::HubProcess;
 use agog_tests::netns::{unique_ifname, veth, Netns};
 use agog_tests::pki::pki_for;
 use agog_tests::receivers::{slack, Recorder};
-use agog_tests::tunnel_e2e::{
-    edge_report, edge_state, firewall, log_field, slack_count, tcp_opens,
-};
+use agog_tests::tunnel_e2e::{edge_report, firewall, log_field, slack_count, tcp_opens};
 use agog_tests::{cluster, wait_until, Cluster};
 
 const LA: &str = "facility-la-001";
@@ -244,7 +242,7 @@ webhook_url = "http://127.0.0.1:{slack_port}{path}"
     let first_row = first.elapsed();
     let to_first_row = edge_started.elapsed();
     wait_until("la online at the hub", T, || async {
-        Ok((edge_state(&hub, LA).await? == "online").then_some(()))
+        Ok((hub.edge_state(LA)? == "online").then_some(()))
     })
     .await?;
 
@@ -254,7 +252,7 @@ webhook_url = "http://127.0.0.1:{slack_port}{path}"
     edge_ns.ip(&["link", "set", &edge_if, "down"])?;
     let cut = Instant::now();
     wait_until("la offline at the hub", T, || async {
-        Ok((edge_state(&hub, LA).await? == "offline").then_some(()))
+        Ok((hub.edge_state(LA)? == "offline").then_some(()))
     })
     .await?;
     let to_offline = cut.elapsed();
